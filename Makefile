@@ -1,0 +1,52 @@
+# Two commands for a fresh machine (see README): `make book` and `make test`.
+# Both create and fill .venv from requirements.txt first; that step is skipped when nothing changed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXECUTE ?= 0
+JOBS ?= 2
+
+.PHONY: book test execute setup figures data browser-check bench clean help
+help:
+	@echo "make book      build the HTML book into _build/html (EXECUTE=1 re-runs the notebooks first)"
+	@echo "make test      unit tests + every notebook in _toc.yml under nbval"
+	@echo "make execute   re-run the notebooks in place so their stored outputs are current"
+	@echo "make figures   regenerate book/figures;  make data   regenerate data/shapes_coco"
+
+setup: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing requirements into $(VENV) (log: $(VENV)/pip.log) ..."
+	@$(PY) -m pip install -q -r requirements.txt > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@$(PY) -m pip install -q --no-deps -e . >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax tests $$($(PY) tests/notebook_tools.py list)
+
+execute: setup
+	$(PY) tests/notebook_tools.py execute $(NB)
+
+book: setup
+	@if [ "$(EXECUTE)" = "1" ]; then $(MAKE) --no-print-directory execute; fi
+	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+	@echo "The book: $(CURDIR)/_build/html/index.html"
+
+browser-check: setup
+	$(PY) tests/browser/check_pages.py _build/html
+
+figures: setup
+	$(PY) -m lessons_pkg.figures book/figures
+
+data: setup
+	rm -rf data/shapes_coco
+	$(PY) -m lessons_pkg.data export data/shapes_coco --split val --num-images 24
+
+bench: setup
+	$(PY) -m lessons_pkg.bench ops
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

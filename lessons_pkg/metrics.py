@@ -1,0 +1,485 @@
+"""Evaluation metrics: COCO mAP and VOC AP for detection, confusion matrix and mIoU for
+semantic segmentation.
+
+Shape key:
+    I: images              N: ground-truth objects (gts)      M: detections (dets)
+    T: IoU thresholds      R: recall thresholds                K: classes
+    A: area ranges         L: max-detection limits (1, 10, 100)
+    C: classes of a semantic segmentation (0..C-1), B, H, W: batch, height, width
+
+Detection inputs follow the package contract (shared/DESIGN.md): two lists, one dict per
+image, in the same order. A target holds "boxes" float[N, 4] (xyxy, absolute pixels) and
+"labels" int64[N] in 1..K (0 is background, never a class), optionally "masks" uint8[N, H, W],
+"iscrowd" bool/int[N] and "area" float[N]. A prediction holds "boxes", "labels", "scores"
+float[M] and, for masks, "masks": uint8/bool[M, H, W], or float probabilities (also torchvision's
+[M, 1, H, W]) that count as foreground above 0.5. VOC's "difficult" bool[N] is read by
+voc_average_precision only, "iscrowd" by the COCO functions only. Tensors may live on any
+device; detection metrics move them to the CPU and work in float64, like the reference.
+
+`mean_average_precision` reproduces pycocotools' COCOeval (evaluate, accumulate, summarize)
+without using it; tests/test_metrics.py checks the two agree.
+"""
+import numpy as np
+import torch
+from torch import Tensor
+
+# COCOeval's parameters, built as it builds them (np.linspace: torch.linspace rounds the last
+# bits differently, and a threshold one ulp off flips matches made at exactly IoU = t).
+IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))  # Tensor[T]
+RECALL_THRESHOLDS = torch.from_numpy(np.linspace(0.0, 1.0, 101))  # Tensor[R]
+AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0**2),
+               "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}  # A, pixels², inclusive
+MAX_DETS = (1, 10, 100)  # L
+# The twelve numbers COCOeval.summarize prints, in its order (its `stats`).
+SUMMARY_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+                "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+
+_AREA_LO = torch.tensor([lo for lo, _ in AREA_RANGES.values()], dtype=torch.float64)[:, None]
+_AREA_HI = torch.tensor([hi for _, hi in AREA_RANGES.values()], dtype=torch.float64)[:, None]
+
+
+# ---------------------------------------------------------------- inputs
+
+def _image(d: dict, i: int, side: str, iou_type: str) -> dict:
+    """Checks one image's dict and returns CPU tensors: labels int64[N], scores float64[N]
+    (preds), regions (float64[N, 4] boxes for "bbox", bool[N, H, W] masks for "segm"),
+    area float64[N], crowd bool[N], difficult bool[N]."""
+    where = f"{side}[{i}]"
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a dict of tensors, got {type(d).__name__}")
+    need = ["labels", "boxes" if iou_type == "bbox" else "masks"] + (["scores"] if side == "preds" else [])
+    for key in need:
+        if key not in d:
+            raise ValueError(f"{where} has no {key!r} key, needed for iou_type={iou_type!r}")
+    x = {k: torch.as_tensor(v).detach().cpu() for k, v in d.items()
+         if k in ("labels", "boxes", "masks", "scores", "iscrowd", "area", "difficult")}
+    labels = x["labels"].long()
+    if labels.dim() != 1:
+        raise ValueError(f"{where}['labels'] must be Tensor[N], got shape {tuple(labels.shape)}")
+    n = len(labels)
+    if n and labels.min() < 1:
+        raise ValueError(f"{where}['labels'] holds {labels.min().item()}: classes are 1..K, "
+                         "0 is the background and never a class")
+    for key in ("scores", "iscrowd", "area", "difficult"):
+        if key in x and x[key].shape != (n,):
+            raise ValueError(f"{where}[{key!r}] must be Tensor[{n}] (one per label), "
+                             f"got shape {tuple(x[key].shape)}")
+    boxes = masks = None
+    if "boxes" in x:
+        boxes = x["boxes"].double()
+        if boxes.numel() == 0:  # torch.zeros(0) is a common way to say "no boxes"
+            boxes = boxes.reshape(0, 4)
+        if boxes.shape != (n, 4):
+            raise ValueError(f"{where}['boxes'] must be Tensor[N, 4] with N = {n} labels, "
+                             f"got shape {tuple(boxes.shape)}")
+    if "masks" in x:
+        masks = x["masks"]
+        if masks.dim() == 4 and masks.shape[1] == 1:  # torchvision's Mask R-CNN gives [M, 1, H, W]
+            masks = masks[:, 0]
+        if masks.dim() != 3 or len(masks) != n:
+            raise ValueError(f"{where}['masks'] must be Tensor[N, H, W] with N = {n} labels, "
+                             f"got shape {tuple(masks.shape)}")
+        masks = masks > 0.5 if masks.is_floating_point() else masks != 0
+    box_area = None if boxes is None else (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    mask_area = None if masks is None else masks.flatten(1).sum(1).double()
+    if side == "preds":  # what COCO.loadRes computes for results
+        area = box_area if iou_type == "bbox" else mask_area
+    else:  # the annotation's "area": given, else the mask's, else the box's
+        area = x["area"].double() if "area" in x else mask_area if masks is not None else box_area
+    zeros = torch.zeros(n, dtype=torch.bool)
+    return {"labels": labels, "scores": x["scores"].double() if "scores" in x else None,
+            "regions": boxes if iou_type == "bbox" else masks, "area": area,
+            "crowd": x["iscrowd"].bool() if "iscrowd" in x and side == "targets" else zeros,
+            "difficult": x["difficult"].bool() if "difficult" in x else zeros}
+
+
+def _prepare(preds: list, targets: list, iou_type: str) -> tuple[list, list]:
+    """Validates both lists (ValueError naming the image and key) and converts them."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    if len(preds) != len(targets):
+        raise ValueError(f"preds has {len(preds)} images but targets has {len(targets)}")
+    P = [_image(p, i, "preds", iou_type) for i, p in enumerate(preds)]
+    G = [_image(t, i, "targets", iou_type) for i, t in enumerate(targets)]
+    if iou_type == "segm":
+        for i, (p, g) in enumerate(zip(P, G)):
+            # an empty side holds no pixels, so its H, W need not agree
+            if len(p["regions"]) and len(g["regions"]) and p["regions"].shape[1:] != g["regions"].shape[1:]:
+                raise ValueError(f"image {i}: preds masks are {tuple(p['regions'].shape[1:])} "
+                                 f"but targets masks are {tuple(g['regions'].shape[1:])} (H, W)")
+    return P, G
+
+
+# ---------------------------------------------------------------- IoU, as COCO computes it
+
+def _overlap_to_iou(inter: Tensor, area_d: Tensor, area_g: Tensor, crowd: Tensor) -> Tensor:
+    """inter Tensor[M, N], areas Tensor[M] and Tensor[N] -> IoU Tensor[M, N]. A crowd gt
+    covers many objects, so a det inside it is judged by intersection / area(det)."""
+    union = torch.where(crowd[None, :], area_d[:, None], area_d[:, None] + area_g[None, :] - inter)
+    return torch.where(union > 0, inter / union, 0.0)
+
+
+def _box_iou(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
+    """dets Tensor[M, 4], gts Tensor[N, 4] (xyxy, float64), crowd bool[N] -> Tensor[M, N].
+    No +1 on widths: pycocotools' xywh IoU is the same continuous-box IoU."""
+    wh = (torch.minimum(dets[:, None, 2:], gts[None, :, 2:])
+          - torch.maximum(dets[:, None, :2], gts[None, :, :2])).clamp(min=0)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return _overlap_to_iou(wh[..., 0] * wh[..., 1], area(dets), area(gts), crowd)
+
+
+def _mask_iou(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
+    """dets bool[M, H, W], gts bool[N, H, W], crowd bool[N] -> Tensor[M, N] float64.
+    Intersections are one matmul of the flattened masks; float32 counts pixels exactly
+    below 2**24, so this equals pycocotools' RLE IoU."""
+    if len(dets) == 0 or len(gts) == 0:  # then H, W may differ
+        return torch.zeros(len(dets), len(gts), dtype=torch.float64)
+    d, g = dets.flatten(1).float(), gts.flatten(1).float()
+    return _overlap_to_iou((d @ g.T).double(), d.sum(1).double(), g.sum(1).double(), crowd)
+
+
+# ---------------------------------------------------------------- COCO matching and accumulation
+
+def _greedy_match(ious: Tensor, gt_ignore: Tensor, crowd: Tensor, thresholds: Tensor):
+    """COCOeval.evaluateImg's matching, batched over images, area ranges and thresholds.
+
+    Detections take turns, best score first (COCO defines the matching as sequential); each
+    takes the untaken gt of highest IoU >= t, preferring gts that are not ignored; on equal
+    IoU the later gt wins (COCOeval's `<` test). Crowd gts are never used up.
+
+    Args:
+        ious (Tensor[I, M, N]): -1 where a det may not meet a gt (other class, padding).
+        gt_ignore (Tensor[I, A, N] bool), crowd (Tensor[I, N] bool), thresholds (Tensor[T]).
+    Returns:
+        matched, on_ignored (Tensor[I, A, T, M] bool): the det took a gt; that gt is ignored.
+    """
+    I, M, N = ious.shape
+    A, T = gt_ignore.shape[1], len(thresholds)
+    matched = torch.zeros(I, A, T, M, dtype=torch.bool)
+    on_ignored = torch.zeros_like(matched)
+    if M == 0 or N == 0:
+        return matched, on_ignored
+    taken = torch.zeros(I, A, T, N, dtype=torch.bool)
+    ignore = gt_ignore[:, :, None, :].expand(I, A, T, N)
+    reusable = crowd[:, None, None, :]
+    for m in range(M):
+        iou = ious[:, m, None, None, :]  # [I, 1, 1, N]
+        free = (iou >= thresholds[:, None]) & (~taken | reusable)  # [I, A, T, N]
+        regular = free & ~ignore
+        free = torch.where(regular.any(-1, keepdim=True), regular, free)
+        best = torch.where(free, iou, -torch.inf)
+        j = N - 1 - best.flip(-1).argmax(-1, keepdim=True)  # the last of equal IoUs
+        found = free.any(-1, keepdim=True)
+        taken.scatter_(-1, j, taken.gather(-1, j) | found)
+        matched[..., m] = found[..., 0]
+        on_ignored[..., m] = (found & ignore.gather(-1, j))[..., 0]
+    return matched, on_ignored
+
+
+def _match(P: list, G: list, iou_type: str, thresholds: Tensor) -> dict:
+    """Matches every image and class (COCOeval.evaluate).
+
+    Returns the dets in COCO's accumulation order (image by image, best score first):
+    labels int64[M], scores float64[M], rank int64[M] (place among its image's dets of its
+    class), matched and ignored bool[A, T, M]; and the gts: gt_labels int64[N], gt_ignore bool[A, N].
+    """
+    iou_fn = _box_iou if iou_type == "bbox" else _mask_iou
+    kept, ious, gt_ignore = [], [], []
+    for p, g in zip(P, G):
+        order = torch.sort(p["scores"], descending=True, stable=True).indices
+        labels = p["labels"][order]
+        rank = (labels[:, None] == labels[None, :]).tril(-1).sum(1)
+        order, rank = order[rank < MAX_DETS[-1]], rank[rank < MAX_DETS[-1]]  # COCO keeps 100 per class
+        iou = iou_fn(p["regions"][order], g["regions"], g["crowd"])
+        iou[p["labels"][order, None] != g["labels"][None, :]] = -1  # a det meets only its class
+        kept.append((order, rank))
+        ious.append(iou)
+        gt_ignore.append(g["crowd"] | (g["area"] < _AREA_LO) | (g["area"] > _AREA_HI))
+    A, I = len(AREA_RANGES), len(P)
+    Mx, Nx = max([len(o) for o, _ in kept], default=0), max([len(g["labels"]) for g in G], default=0)
+    pad_iou = torch.full((I, Mx, Nx), -1.0, dtype=torch.float64)
+    pad_ignore = torch.ones(I, A, Nx, dtype=torch.bool)
+    pad_crowd = torch.zeros(I, Nx, dtype=torch.bool)
+    for i, (iou, ign, g) in enumerate(zip(ious, gt_ignore, G)):
+        pad_iou[i, :iou.shape[0], :iou.shape[1]] = iou
+        pad_ignore[i, :, :ign.shape[1]] = ign
+        pad_crowd[i, :len(g["crowd"])] = g["crowd"]
+    matched, on_ignored = _greedy_match(pad_iou, pad_ignore, pad_crowd, thresholds)
+    out = {k: [] for k in ("labels", "scores", "rank", "matched", "ignored")}
+    for i, (p, (order, rank)) in enumerate(zip(P, kept)):
+        hit = matched[i, ..., :len(order)]
+        area = p["area"][order]
+        outside = (area < _AREA_LO) | (area > _AREA_HI)  # [A, M]: unmatched ones there don't count
+        out["ignored"].append(on_ignored[i, ..., :len(order)] | (~hit & outside[:, None, :]))
+        out["matched"].append(hit)
+        out["labels"].append(p["labels"][order])
+        out["scores"].append(p["scores"][order])
+        out["rank"].append(rank)
+    out = {k: torch.cat(v, dim=-1) if v else torch.zeros(0) for k, v in out.items()}
+    if not P:
+        out["matched"] = out["ignored"] = torch.zeros(A, len(thresholds), 0, dtype=torch.bool)
+    out["gt_labels"] = torch.cat([g["labels"] for g in G]) if G else torch.zeros(0, dtype=torch.long)
+    out["gt_ignore"] = torch.cat(gt_ignore, dim=1) if G else torch.zeros(A, 0, dtype=torch.bool)
+    return out
+
+
+def _curves(matched: Tensor, ignored: Tensor, num_gts: Tensor) -> tuple[Tensor, Tensor]:
+    """Cumulative recall and precision of dets already sorted by score.
+
+    matched, ignored bool[..., M]; num_gts Tensor[...] -> recall, precision Tensor[..., M].
+    Ignored dets add neither a TP nor an FP, so they repeat the previous point."""
+    tp = (matched & ~ignored).cumsum(-1).double()
+    fp = (~matched & ~ignored).cumsum(-1).double()
+    return tp / num_gts[..., None], tp / (fp + tp + torch.finfo(torch.float64).eps)
+
+
+def _accumulate(m: dict, classes: Tensor) -> tuple[Tensor, Tensor]:
+    """COCOeval.accumulate: precision Tensor[T, R, K, A, L] (interpolated at RECALL_THRESHOLDS)
+    and recall Tensor[T, K, A, L], both -1 where class k has no counted gt in area range a."""
+    A, T = m["matched"].shape[:2]
+    K, R, L = len(classes), len(RECALL_THRESHOLDS), len(MAX_DETS)
+    precision = torch.zeros(K, A, L, T, R, dtype=torch.float64)
+    recall = torch.zeros(K, A, L, T, dtype=torch.float64)
+    for k, c in enumerate(classes.tolist()):
+        num_gts = (~m["gt_ignore"][:, m["gt_labels"] == c]).sum(1)  # [A]
+        sel = (m["labels"] == c).nonzero()[:, 0]
+        # a stable sort of dets in image order: COCO breaks score ties by image, then rank
+        order = sel[torch.sort(m["scores"][sel], descending=True, stable=True).indices]
+        D = len(order)
+        if D:
+            # a det past its image's first maxDet of the class adds neither TP nor FP: it repeats
+            # the previous point, which leaves the interpolated precision as if it were absent
+            beyond = m["rank"][order] >= torch.tensor(MAX_DETS)[:, None]  # [L, D]
+            ignored = m["ignored"][:, None, :, order] | beyond[None, :, None, :]  # [A, L, T, D]
+            matched = m["matched"][:, None, :, order].expand_as(ignored)
+            rc, pr = _curves(matched, ignored, num_gts[:, None, None].double())
+            pr = pr.flip(-1).cummax(-1).values.flip(-1)  # best precision at this recall or higher
+            idx = torch.searchsorted(rc, RECALL_THRESHOLDS.expand(A, L, T, R).contiguous())
+            precision[k] = torch.where(idx < D, pr.gather(-1, idx.clamp(max=D - 1)), 0.0)
+            recall[k] = rc[..., -1]
+        precision[k][num_gts == 0] = -1
+        recall[k][num_gts == 0] = -1
+    return precision.permute(3, 4, 0, 1, 2), recall.permute(3, 0, 1, 2)
+
+
+def _mean_valid(x: Tensor) -> float:
+    """COCOeval.summarize's mean over entries that are not -1 (-1 when there are none)."""
+    x = x[x > -1]
+    return x.mean().item() if x.numel() else -1.0
+
+
+def _classes(P: list, G: list) -> Tensor:
+    """Tensor[K]: every label that appears in preds or targets, sorted."""
+    return torch.cat([d["labels"] for d in P + G] + [torch.zeros(0, dtype=torch.long)]).unique()
+
+
+def mean_average_precision(preds: list[dict], targets: list[dict], iou_type: str = "bbox",
+                           class_names=None) -> dict:
+    """COCO's AP and AR, computed as pycocotools' COCOeval does (evaluate, accumulate, summarize).
+
+    Rules: IoU thresholds .50:.05:.95, 101-point interpolated precision, at most 100 dets per
+    image and class, area ranges all/small (< 32²)/medium/large (> 96²) judged on the gt's
+    area (its "area" key, else its mask's area, else its box's; a det's area is its box's for
+    "bbox", its mask's for "segm"). Crowd gts ("iscrowd") and gts outside the area range are
+    ignored: a det that lands on them is neither TP nor FP, and they are never missed.
+
+    Args:
+        preds, targets (list[dict]): one per image, same order; see the module docstring.
+        iou_type: "bbox" (IoU of boxes) or "segm" (IoU of masks).
+        class_names: optional list (or dict) indexed by label, so a list's [0] names the
+            background; when given, map_per_class is keyed by name instead of label.
+    Returns:
+        dict with the twelve SUMMARY_KEYS as floats (map, map_50, map_75, map_small,
+        map_medium, map_large, mar_1, mar_10, mar_100, mar_small, mar_medium, mar_large),
+        "map_per_class" {label or name: float} (AP@[.5:.95], all areas, 100 dets),
+        "classes" Tensor[K] (the labels seen in preds or targets, the K axis below),
+        "precision" Tensor[T, R, K, A, L] and "recall" Tensor[T, K, A, L] (COCOeval.eval's
+        arrays; axes: IOU_THRESHOLDS, RECALL_THRESHOLDS, classes, AREA_RANGES, MAX_DETS).
+        As in COCO, a value that has no gt to measure (e.g. a class found only in preds) is -1.
+    """
+    P, G = _prepare(preds, targets, iou_type)
+    classes = _classes(P, G)
+    precision, recall = _accumulate(_match(P, G, iou_type, IOU_THRESHOLDS), classes)
+    t50, t75 = 0, 5  # indices of IoU .50 and .75
+    out = {"map": _mean_valid(precision[..., 0, 2]),
+           "map_50": _mean_valid(precision[t50, ..., 0, 2]),
+           "map_75": _mean_valid(precision[t75, ..., 0, 2])}
+    for a, name in enumerate(AREA_RANGES):
+        if name != "all":
+            out[f"map_{name}"] = _mean_valid(precision[..., a, 2])
+    for j, limit in enumerate(MAX_DETS):
+        out[f"mar_{limit}"] = _mean_valid(recall[..., 0, j])
+    for a, name in enumerate(AREA_RANGES):
+        if name != "all":
+            out[f"mar_{name}"] = _mean_valid(recall[..., a, 2])
+    names = classes.tolist() if class_names is None else [class_names[c] for c in classes.tolist()]
+    out["map_per_class"] = {n: _mean_valid(precision[:, :, k, 0, 2]) for k, n in enumerate(names)}
+    out.update(classes=classes, precision=precision, recall=recall)
+    return out
+
+
+def precision_recall_curve(preds: list[dict], targets: list[dict], iou_threshold: float = 0.5,
+                           label: int | None = None, iou_type: str = "bbox"):
+    """The raw precision-recall curve that COCO's AP summarizes, at one IoU threshold.
+
+    The dets of class `label` (all classes pooled into one when None, like COCOeval's
+    useCats=0) from every image, best score first, at most 100 per image, matched by COCO's
+    rules (area "all"); dets on crowd regions are left out, as COCO ignores them.
+    AP at this threshold is the mean over RECALL_THRESHOLDS r of max(precision[recall >= r])
+    (0 where recall never reaches r): mean_average_precision's precision[t, :, k, 0, 2].
+
+    Returns:
+        precision, recall, scores (Tensor[D] float64 each): the curve after each det in turn.
+    """
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold}")
+    P, G = _prepare(preds, targets, iou_type)
+    if label is None:
+        for d in P + G:
+            d["labels"] = torch.ones_like(d["labels"])
+    m = _match(P, G, iou_type, torch.tensor([float(iou_threshold)], dtype=torch.float64))
+    c = 1 if label is None else label
+    num_gts = (~m["gt_ignore"][0, m["gt_labels"] == c]).sum()
+    if num_gts == 0:
+        raise ValueError(f"targets hold no countable gt of class {c}: recall is undefined")
+    sel = ((m["labels"] == c) & ~m["ignored"][0, 0]).nonzero()[:, 0]
+    order = sel[torch.sort(m["scores"][sel], descending=True, stable=True).indices]
+    rc, pr = _curves(m["matched"][0, 0, order], m["ignored"][0, 0, order], num_gts.double())
+    return pr, rc, m["scores"][order]
+
+
+# ---------------------------------------------------------------- PASCAL VOC
+
+def _all_point_ap(recall: Tensor, precision: Tensor) -> float:
+    """VOC2010+ AP: the area under the precision envelope, recall Tensor[D], precision Tensor[D]."""
+    zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    mrec, mpre = torch.cat([zero, recall, one]), torch.cat([zero, precision, zero])
+    mpre = mpre.flip(0).cummax(0).values.flip(0)
+    return ((mrec[1:] - mrec[:-1]) * mpre[1:]).sum().item()
+
+
+def voc_average_precision(preds: list[dict], targets: list[dict], iou_threshold: float = 0.5,
+                          class_names=None) -> dict:
+    """PASCAL VOC's AP (all-point interpolation, VOC2010 onward) per class, and their mean.
+
+    VOC's rules, which differ from COCO's: one IoU threshold, to be exceeded (IoU > t); each det,
+    best score first over the whole data set (stable order on ties), looks only at the gt of
+    its class with the highest IoU in its image; if another det took that gt first, it is a
+    false positive. Gts flagged "difficult" (optional bool[N] in targets) are not positives,
+    and dets on them count neither way. No area ranges, no limit on dets. Boxes are continuous
+    (no +1 pixel on widths, unlike the devkit's integer boxes).
+
+    Args: as mean_average_precision's (boxes only).
+    Returns:
+        {"map": float, the mean over classes with a gt; "ap_per_class": {label or name: float},
+        NaN for a class that has no non-difficult gt (found only in preds)}.
+    """
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold}")
+    P, G = _prepare(preds, targets, "bbox")
+    labels, scores, claim, on_difficult, gt_index, offset = [], [], [], [], [], 0
+    for p, g in zip(P, G):
+        n = len(g["labels"])
+        iou = _box_iou(p["regions"], g["regions"], torch.zeros(n, dtype=torch.bool))
+        iou[p["labels"][:, None] != g["labels"][None, :]] = -1
+        # one more column, "no gt", keeps argmax defined on images without gts; never a hit
+        iou = torch.cat([iou, torch.full((len(iou), 1), -1.0, dtype=torch.float64)], 1)
+        j = iou.argmax(1)  # the first of equal IoUs, as np.argmax in the devkit
+        hit = iou.gather(1, j[:, None])[:, 0] > iou_threshold
+        difficult = torch.cat([g["difficult"], torch.zeros(1, dtype=torch.bool)])[j]
+        labels.append(p["labels"])
+        scores.append(p["scores"])
+        claim.append(hit & ~difficult)
+        on_difficult.append(hit & difficult)
+        gt_index.append(j + offset)
+        offset += n + 1
+    cat = lambda xs, dtype: torch.cat(xs) if xs else torch.zeros(0, dtype=dtype)
+    labels, scores, gt_index = cat(labels, torch.long), cat(scores, torch.float64), cat(gt_index, torch.long)
+    claim, on_difficult = cat(claim, torch.bool), cat(on_difficult, torch.bool)
+    gt_labels = cat([g["labels"] for g in G], torch.long)
+    is_difficult = cat([g["difficult"] for g in G], torch.bool)
+    ap = {}
+    for c in _classes(P, G).tolist():
+        sel = (labels == c).nonzero()[:, 0]
+        order = sel[torch.sort(scores[sel], descending=True, stable=True).indices]
+        j, claimed = gt_index[order], claim[order]
+        # the first claim on a gt, in score order, is the true positive; later ones are duplicates
+        pos = torch.arange(len(order))
+        first = torch.full((offset,), len(order), dtype=torch.long)
+        first.scatter_reduce_(0, j[claimed], pos[claimed], "amin")
+        tp = claimed & (first[j] == pos)
+        num_gts = ((gt_labels == c) & ~is_difficult).sum()
+        tp_sum, fp_sum = tp.cumsum(0).double(), (~tp & ~on_difficult[order]).cumsum(0).double()
+        precision = tp_sum / (tp_sum + fp_sum).clamp(min=torch.finfo(torch.float64).eps)
+        ap[c] = _all_point_ap(tp_sum / num_gts, precision) if num_gts else float("nan")
+    values = torch.tensor(list(ap.values()), dtype=torch.float64)
+    names = list(ap) if class_names is None else [class_names[c] for c in ap]
+    return {"map": values.nanmean().item() if len(values) else float("nan"),
+            "ap_per_class": dict(zip(names, ap.values()))}
+
+
+# ---------------------------------------------------------------- semantic segmentation
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """Pixel counts of (true class, predicted class), on the inputs' device.
+
+    Args:
+        pred (Tensor[B, H, W] or Tensor[H, W], int): predicted class per pixel, 0..C-1; scores
+            Tensor[B, C, H, W] (or [C, H, W]) are turned into classes by argmax.
+        target (Tensor like pred, int): true class per pixel, 0..C-1 or ignore_index.
+        ignore_index: target value whose pixels are left out (e.g. 255 on VOC's object borders).
+    Returns:
+        Tensor[C, C] int64: row = target class, column = predicted class (the layout of
+        torchvision's references/segmentation ConfusionMatrix).
+    """
+    if pred.is_floating_point() and pred.dim() == target.dim() + 1:
+        pred = pred.argmax(-3)
+    if pred.shape != target.shape or pred.dim() not in (2, 3):
+        raise ValueError(f"pred and target must share one shape [B, H, W] or [H, W], "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.is_floating_point() or target.is_floating_point():
+        raise ValueError("pred and target must hold integer class indices")
+    keep = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    t, p = target[keep].long(), pred[keep].long()
+    for name, x in (("target", t), ("pred", pred)):
+        if x.numel() and (x.min() < 0 or x.max() >= num_classes):
+            bad = x.max().item() if x.max() >= num_classes else x.min().item()
+            raise ValueError(f"{name} holds class {bad}, outside 0..{num_classes - 1} "
+                             f"(num_classes={num_classes}, ignore_index={ignore_index})")
+    return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def segmentation_scores(cm: Tensor) -> dict:
+    """From a confusion matrix Tensor[C, C] (rows: target) to
+    {"miou": float, "iou_per_class": Tensor[C] float64, "pixel_accuracy": float}.
+    A class absent from both target and pred has IoU 0/0 = NaN and is left out of the mean
+    (torchvision's references give the same NaN)."""
+    cm = cm.double().cpu()
+    tp = cm.diag()
+    iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    return {"miou": iou.nanmean().item(), "iou_per_class": iou,
+            "pixel_accuracy": (tp.sum() / cm.sum()).item()}
+
+
+def mean_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> dict:
+    """Mean IoU over classes, per-class IoU and pixel accuracy of a semantic segmentation:
+    segmentation_scores(confusion_matrix(pred, target, num_classes, ignore_index))."""
+    return segmentation_scores(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+class SegmentationMeter:
+    """Streaming mean_iou for eval loops: update(pred, target) per batch, compute() at the end.
+    It sums one confusion matrix, so the result equals mean_iou on all the pixels at once."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.cm = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        self.cm += confusion_matrix(pred, target, self.num_classes, self.ignore_index).cpu()
+
+    def compute(self) -> dict:
+        return segmentation_scores(self.cm)

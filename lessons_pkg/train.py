@@ -1,0 +1,231 @@
+"""The training loop every chapter uses: ``fit`` for a number of steps, ``evaluate`` for predictions.
+
+Models follow the one contract of DESIGN.md: in train mode ``model(images, targets)`` returns a
+dict of named losses (summed for the backward pass); in eval mode ``model(images)`` returns one
+dict of predictions per image.
+
+Training runs for a fixed number of *steps*, never for a number of seconds, so results are the
+same on a laptop and on a GPU; the wall time is measured and reported, not used to stop.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .data.dataset import collate_detection
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run repeats exactly on one machine."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, num_workers: int = 0,
+                collate_fn: Callable = collate_detection, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with the detection collate (images, list of targets).
+
+    The shuffle draws from PyTorch's global generator, which ``fit(seed=...)`` seeds, so the
+    order of batches repeats with the seed of the run.
+    """
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                      num_workers=num_workers, collate_fn=collate_fn, drop_last=drop_last,
+                      pin_memory=torch.cuda.is_available())
+
+
+def move_to(obj, device: torch.device):
+    """Move tensors, and lists/tuples/dicts of them, to ``device`` (other values unchanged)."""
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: move_to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to(v, device) for v in obj)
+    return obj
+
+
+def _forever(loader: Iterable) -> Iterator:
+    """Batches from ``loader``, epoch after epoch (a new shuffle each epoch)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training loader yields no batches (an empty dataset, or drop_last "
+                             "with fewer samples than one batch)")
+
+
+@dataclass
+class History:
+    """What ``fit`` measured: mean losses per logging interval, the learning rate, the time.
+
+    ``losses["total"]`` is the sum of the model's named losses; ``steps[i]`` is the last step of
+    the interval that ``losses[...][i]`` averages.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1] if self.steps else 0
+
+    def final(self, key: str = "total") -> float:
+        """The last logged value of a loss."""
+        return self.losses[key][-1]
+
+
+def _make_optimizer(optimizer: str | torch.optim.Optimizer, params: list, lr: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {optimizer!r}; use 'adamw', 'sgd' or a torch.optim.Optimizer")
+
+
+def _lr_factor(schedule: str, step: int, steps: int, warmup_steps: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based): linear warm-up, then the schedule."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    raise ValueError(f"unknown schedule {schedule!r}; use 'cosine', 'linear' or 'constant'")
+
+
+def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
+        optimizer: str | torch.optim.Optimizer = "adamw", weight_decay: float = 1e-4,
+        schedule: str = "cosine", warmup_steps: int = 0, grad_clip: float | None = None,
+        device: torch.device | str | None = None, seed: int | None = 0, log_every: int = 10,
+        progress: bool = True, desc: str = "train", history: History | None = None) -> History:
+    """Train ``model`` for ``steps`` optimizer steps on batches of ``loader`` (cycled).
+
+    Args:
+        model: returns a dict of named losses for ``model(images, targets)`` in train mode.
+        loader: yields ``(images, targets)``: images Tensor[B, 3, H, W] or a list of Tensor[3, H, W],
+            targets a list of dicts (see DESIGN.md), or any (inputs, targets) pair the model takes.
+        steps: the budget (the stopping rule: results do not depend on the machine's speed).
+        optimizer: "adamw", "sgd" or a ready optimizer (then lr and weight_decay are its own).
+            Only parameters with ``requires_grad`` are optimized: freeze a backbone by turning it off.
+        schedule: "cosine", "linear" or "constant", after ``warmup_steps`` of linear warm-up.
+        device: defaults to CUDA when present; the model is moved there.
+        seed: seeds everything before training (None leaves the random state alone).
+        log_every: steps per logged interval. Losses are summed on the device and read back once
+            per interval, so the loop does not wait for the GPU every step.
+        history: continue a previous History (steps keep counting), e.g. after unfreezing.
+
+    Returns:
+        the History. Raises FloatingPointError as soon as a logged loss is not finite.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    device = torch.device(device) if device is not None else default_device()
+    if seed is not None:
+        seed_everything(seed)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
+    opt = _make_optimizer(optimizer, params, lr, weight_decay)
+    base_lrs = [group["lr"] for group in opt.param_groups]
+    history = history if history is not None else History()
+    first_step = history.last_step
+
+    running: dict[str, Tensor] = {}
+    interval = 0
+    batches = _forever(loader)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=True)
+    start = time.perf_counter()
+    for step in range(steps):
+        factor = _lr_factor(schedule, step, steps, warmup_steps)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * factor
+        inputs, targets = move_to(next(batches), device)
+        losses = model(inputs, targets)
+        if not isinstance(losses, dict) or not losses:
+            raise TypeError("in train mode the model must return a non-empty dict of named losses "
+                            f"(DESIGN.md), got {type(losses).__name__}")
+        total = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+
+        for name, value in {**losses, "total": total}.items():
+            running[name] = running.get(name, 0.0) + value.detach()
+        interval += 1
+        if interval == log_every or step == steps - 1:
+            means = {name: float(value) / interval for name, value in running.items()}  # one sync
+            if not all(math.isfinite(v) for v in means.values()):
+                bar.close()
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in means.items())
+                raise FloatingPointError(f"loss is not finite at step {first_step + step + 1} ({shown}); "
+                                         "lower the learning rate, clip gradients or check the targets")
+            history.steps.append(first_step + step + 1)
+            for name, value in means.items():
+                history.losses.setdefault(name, []).append(value)
+            history.lr.append(opt.param_groups[0]["lr"])
+            bar.set_postfix(loss=f"{means['total']:.4f}")
+            bar.update(interval)
+            running, interval = {}, 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    history.seconds += time.perf_counter() - start
+    bar.close()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images, device: torch.device | str | None = None) -> list[dict]:
+    """Eval-mode predictions for a batch (Tensor[B, 3, H, W] or a list), returned on the CPU."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    return move_to(model(move_to(images, device)), torch.device("cpu"))
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None,
+             metric: Callable[[list, list], dict] | None = None, progress: bool = False):
+    """Run the model in eval mode over ``loader``.
+
+    Returns ``(predictions, targets)`` (lists of dicts on the CPU, one per image), or
+    ``metric(predictions, targets)`` when a metric is given (e.g. metrics.mean_average_precision).
+    The model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    was_training = model.training
+    model.to(device)
+    predictions, targets = [], []
+    for images, batch_targets in tqdm(loader, desc="eval", disable=not progress):
+        predictions.extend(predict(model, images, device))
+        targets.extend(batch_targets)
+    model.train(was_training)
+    return metric(predictions, targets) if metric is not None else (predictions, targets)

@@ -1,0 +1,128 @@
+"""The book's notebooks: list them from _toc.yml, execute them in place, check what they store.
+
+    python tests/notebook_tools.py list               # notebooks in _toc.yml, one per line
+    python tests/notebook_tools.py execute [NB ...]   # re-run in place (all by default), print times
+    python tests/notebook_tools.py check              # stored outputs complete, no errors, all in TOC
+
+Executing strips the saved ipywidgets state and widget views (progress bars keep their text):
+the rendered book then needs no widget JavaScript from a CDN, and each widget has a static
+twin figure in its chapter anyway.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+BUDGET_SECONDS = 90  # DESIGN.md: every notebook executes in at most 90 s on 2 CPU cores
+
+
+def toc_documents(toc_file: Path = ROOT / "_toc.yml") -> list[str]:
+    """Every document path in _toc.yml (without suffix, relative to the root), in book order."""
+    toc = yaml.safe_load(toc_file.read_text())
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    found.append(str(node[key]))
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def toc_notebooks() -> list[Path]:
+    """The notebooks of the book, in TOC order (paths relative to the root)."""
+    documents = [Path(d) for d in toc_documents()]
+    return [d.with_suffix(".ipynb") for d in documents if (ROOT / d.with_suffix(".ipynb")).exists()]
+
+
+def book_notebooks() -> list[Path]:
+    """Every notebook under book/ (checkpoints excluded), relative to the root."""
+    return sorted(p.relative_to(ROOT) for p in (ROOT / "book").rglob("*.ipynb")
+                  if ".ipynb_checkpoints" not in p.parts)
+
+
+def strip_widgets(nb: nbformat.NotebookNode) -> None:
+    """Remove saved widget state and widget views, keeping each output's text fallback."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+        cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "display_data" or o.get("data")]
+
+
+def execute(path: Path, timeout: int = 600) -> float:
+    """Execute a notebook in place (working directory: its folder). Returns the seconds taken."""
+    from nbclient import NotebookClient
+
+    path = ROOT / path
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    strip_widgets(nb)
+    nbformat.write(nb, path)
+    return seconds
+
+
+def stored_output_problems(path: Path) -> list[str]:
+    """What is wrong with a notebook's stored outputs: unexecuted code cells, stored errors."""
+    nb = nbformat.read(ROOT / path, as_version=4)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        if cell.get("execution_count") is None:
+            problems.append(f"{path}: code cell {i} has no stored output (run `make execute`)")
+        tags = cell.metadata.get("tags", [])
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and "raises-exception" not in tags:
+                problems.append(f"{path}: code cell {i} stores an error: {output.get('ename')}: {output.get('evalue')}")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "list"
+    if command == "list":
+        print("\n".join(str(p) for p in toc_notebooks()))
+        return 0
+    if command == "execute":
+        paths = [Path(p) for p in argv[1:]] or toc_notebooks()
+        slow = []
+        for path in paths:
+            seconds = execute(path)
+            print(f"{seconds:6.1f} s  {path}", flush=True)
+            if seconds > BUDGET_SECONDS:
+                slow.append(f"{path} ({seconds:.0f} s)")
+        if slow:
+            print(f"warning: over the {BUDGET_SECONDS} s budget: {', '.join(slow)}", file=sys.stderr)
+        return 0
+    if command == "check":
+        problems = [p for nb in toc_notebooks() for p in stored_output_problems(nb)]
+        listed = set(toc_notebooks())
+        problems += [f"{nb}: not listed in _toc.yml" for nb in book_notebooks() if nb not in listed]
+        print("\n".join(problems) or "notebooks: stored outputs complete, no errors, all in the TOC")
+        return 1 if problems else 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,169 @@
+"""COCO format both ways: export, read through pycocotools, the committed copy, bad files."""
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lessons_pkg import data
+from lessons_pkg.data.__main__ import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "data" / "shapes_coco"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("coco")
+    data.export_coco(data.ShapesDataset(10, seed=1), out)
+    return out
+
+
+def test_round_trip_gives_identical_tensors(exported):
+    coco, original = data.CocoDataset(exported), data.ShapesDataset(10, seed=1)
+    assert coco.classes == original.classes and len(coco) == 10
+    for i in range(10):
+        (im_a, t_a), (im_b, t_b) = coco[i], original[i]
+        assert torch.equal(im_a, im_b)
+        for key in ("boxes", "labels", "masks"):
+            assert torch.equal(t_a[key], t_b[key]), key
+            assert t_a[key].dtype == t_b[key].dtype
+        assert t_a["image_id"] == i
+
+
+def test_committed_copy_is_reproduced_byte_for_byte(tmp_path):
+    document = json.loads((COMMITTED / "annotations.json").read_text())
+    args = document["info"]["command"].split()[5:]  # after "python -m lessons_pkg.data export OUT_DIR"
+    cli(["export", str(tmp_path), *args])
+    committed = sorted(p.relative_to(COMMITTED) for p in COMMITTED.rglob("*") if p.is_file())
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert committed == fresh
+    _, mismatch, errors = filecmp.cmpfiles(COMMITTED, tmp_path, [str(p) for p in committed], shallow=False)
+    assert not mismatch and not errors, f"differ from the committed copy: {mismatch + errors}"
+
+
+def test_committed_copy_is_small():
+    size = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
+    assert size < 3_000_000
+
+
+def _write(tmp_path, document, images=((1, 8, 10),)):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for image_id, h, w in images:
+        Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(tmp_path / "img" / f"{image_id}.png")
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _document(**changes):
+    document = {
+        "images": [{"id": 1, "file_name": "img/1.png", "height": 8, "width": 10}],
+        "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 4, 3], "iscrowd": 0,
+             "segmentation": [[1, 1, 5, 1, 5, 4, 1, 4]]},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 1,
+             "segmentation": {"size": [8, 10], "counts": [0, 2, 6, 2, 70]}},
+            {"id": 3, "image_id": 1, "category_id": 3, "bbox": [6, 2, 0, 3], "iscrowd": 0,
+             "segmentation": [[6, 2, 6, 5, 7, 5]]},
+        ],
+    }
+    document.update(changes)
+    return document
+
+
+def test_real_style_file_remaps_ids_drops_crowd_and_zero_size(tmp_path):
+    ds = data.CocoDataset(tmp_path, _write(tmp_path, _document()))
+    assert ds.classes == ("dog", "cat")  # sorted by category id: 3 -> 1, 7 -> 2
+    assert ds.label_to_category_id == {1: 3, 2: 7}
+    image, t = ds[0]
+    assert image.shape == (3, 8, 10)
+    torch.testing.assert_close(t["boxes"], torch.tensor([[1.0, 1.0, 5.0, 4.0]]))
+    assert t["labels"].tolist() == [2]  # the crowd and the zero-width box are left out
+    assert t["masks"].shape == (1, 8, 10) and t["masks"].dtype == torch.uint8
+    assert t["masks"][0, 2, 2] == 1 and t["masks"][0, 7, 9] == 0
+
+
+def test_images_without_annotations_are_kept_with_empty_targets(tmp_path):
+    document = _document(images=[{"id": 1, "file_name": "img/1.png"}, {"id": 2, "file_name": "img/2.png"}])
+    ds = data.CocoDataset(tmp_path, _write(tmp_path, document, images=((1, 8, 10), (2, 6, 6))))
+    _, t = ds[1]
+    assert len(ds) == 2 and t["boxes"].shape == (0, 4) and t["labels"].shape == (0,)
+    assert t["masks"].shape == (0, 6, 6) and t["image_id"] == 2
+
+
+def test_boxes_only_dataset_has_no_made_up_masks(tmp_path):
+    document = _document()
+    for ann in document["annotations"]:
+        ann.pop("segmentation")
+    _, t = data.CocoDataset(tmp_path, _write(tmp_path, document))[0]
+    assert "masks" not in t and t["boxes"].shape == (1, 4)
+
+
+def test_boxes_are_clipped_to_the_image(tmp_path):
+    document = _document()
+    document["annotations"][0]["bbox"] = [-3, 2, 20, 3]
+    _, t = data.CocoDataset(tmp_path, _write(tmp_path, document))[0]
+    assert t["boxes"][0].tolist() == [0.0, 2.0, 10.0, 5.0]
+
+
+@pytest.mark.parametrize("mutate, error, message", [
+    (lambda d: d.pop("annotations"), ValueError, "missing top-level field 'annotations'"),
+    (lambda d: d["images"][0].pop("file_name"), ValueError, r"images\[0\] has no field 'file_name'"),
+    (lambda d: d["annotations"][0].update(image_id=99), ValueError, "image_id 99, which is not in 'images'"),
+    (lambda d: d["annotations"][0].update(category_id=5), ValueError, "category_id 5, which is not in 'categories'"),
+    (lambda d: d["annotations"][0].pop("bbox"), ValueError, r"annotations\[0\] \(id 1\) has no field 'bbox'"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), ValueError, "field 'bbox' must be 4 finite numbers"),
+    (lambda d: d["images"][0].update(file_name="img/missing.png"), FileNotFoundError, "missing.png"),
+])
+def test_bad_files_name_the_file_and_field(tmp_path, mutate, error, message):
+    document = _document()
+    mutate(document)
+    path = _write(tmp_path, document)
+    with pytest.raises(error, match=message) as info:
+        data.CocoDataset(tmp_path, path)
+    assert "ann.json" in str(info.value)
+
+
+def test_malformed_json_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [}')
+    with pytest.raises(ValueError, match=r"bad.json: not valid JSON \(line 1"):
+        data.CocoDataset(tmp_path, bad)
+    with pytest.raises(FileNotFoundError, match="annotation file not found"):
+        data.CocoDataset(tmp_path, tmp_path / "nope.json")
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="top level must be a JSON object"):
+        data.CocoDataset(tmp_path, bad)
+
+
+def test_image_deleted_after_loading_and_wrong_size(tmp_path):
+    path = _write(tmp_path, _document())
+    ds = data.CocoDataset(tmp_path, path)
+    (tmp_path / "img" / "1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"image id 1: file not found: .*1.png"):
+        ds[0]
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "img" / "1.png")
+    with pytest.raises(ValueError, match="height/width say 8x10"):
+        ds[0]
+
+
+def test_undecodable_segmentation_is_named(tmp_path):
+    document = _document()
+    document["annotations"][0]["segmentation"] = {"size": [8, 10], "counts": 12}
+    ds = data.CocoDataset(tmp_path, _write(tmp_path, document))
+    with pytest.raises(ValueError, match="annotation id 1: field 'segmentation'"):
+        ds[0]
+
+
+def test_transforms_apply_to_coco_samples(exported):
+    from torchvision.transforms import v2
+    plain = data.CocoDataset(exported)
+    flipped = data.CocoDataset(exported, transforms=v2.RandomHorizontalFlip(p=1.0))
+    (im, t), (fim, ft) = plain[0], flipped[0]
+    assert torch.equal(fim, im.flip(-1)) and torch.equal(ft["masks"], t["masks"].flip(-1))

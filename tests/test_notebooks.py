@@ -1,0 +1,46 @@
+"""The book's notebooks: listed in the TOC, executed with stored outputs, no stored errors.
+
+nbval then re-runs each of them (see `make test`)."""
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from notebook_tools import ROOT, book_notebooks, stored_output_problems, toc_documents, toc_notebooks
+
+
+def test_every_toc_entry_exists():
+    for document in toc_documents():
+        assert any((ROOT / document).with_suffix(s).is_file() for s in (".md", ".ipynb")), document
+
+
+def test_every_book_notebook_is_in_the_toc():
+    missing = set(book_notebooks()) - set(toc_notebooks())
+    assert not missing, f"notebooks missing from _toc.yml: {sorted(map(str, missing))}"
+
+
+@pytest.mark.parametrize("notebook", toc_notebooks(), ids=str)
+def test_stored_outputs(notebook):
+    assert not stored_output_problems(notebook)
+
+
+@pytest.mark.parametrize("notebook", toc_notebooks(), ids=str)
+def test_notebook_rules(notebook):
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert any("assert" in c.source for c in code), "a chapter asserts the numbers it claims"
+    assert not any("# NBVAL_" in c.source for c in code), "use cell tags, not # NBVAL_ comments"
+    assert "widgets" not in nb.metadata, "saved widget state needs CDN JavaScript: run `make execute`"
+    assert any("nbval-check-output" in c.metadata.get("tags", []) for c in code)
+
+
+def test_stored_output_check_catches_problems(tmp_path, monkeypatch):
+    import notebook_tools
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0"), nbformat.v4.new_code_cell("x = 1")])
+    nb.cells[0].execution_count = 1
+    nb.cells[0].outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero")]
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    monkeypatch.setattr(notebook_tools, "ROOT", tmp_path)
+    problems = notebook_tools.stored_output_problems(Path("nb.ipynb"))
+    assert any("stores an error: ZeroDivisionError" in p for p in problems)
+    assert any("cell 1 has no stored output" in p for p in problems)
