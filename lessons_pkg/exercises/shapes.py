@@ -1,9 +1,4 @@
-"""Checkers for the book's "try it" exercises.
-
-Each ``check_*`` runs the reader's function on cases it keeps to itself, compares with the
-package's answer and reports the first mismatch clearly. It returns True/False and prints a
-verdict, so a wrong attempt in a notebook shows what to fix instead of a traceback.
-"""
+"""Exercise checkers of the chapter "The shapes dataset"."""
 from __future__ import annotations
 
 from typing import Callable
@@ -11,15 +6,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data.shapes import masks_to_boxes_np, render_scene, preset
-
-
-def _report(name: str, failures: list[str], n_cases: int) -> bool:
-    if failures:
-        print(f"{name}: {len(failures)} of {n_cases} cases wrong. First: {failures[0]}")
-        return False
-    print(f"{name}: all {n_cases} cases pass.")
-    return True
+from ._report import report
+from ..data.shapes import masks_to_boxes_np, render_scene, preset
 
 
 def _mask_cases() -> list[tuple[str, np.ndarray]]:
@@ -58,4 +46,4 @@ def check_masks_to_boxes(fn: Callable) -> bool:
         elif not torch.allclose(got.float(), expected):
             row = int((got.float() - expected).abs().sum(1).argmax())
             failures.append(f"{name}: box {row} expected {expected[row].tolist()}, got {got[row].tolist()}")
-    return _report("check_masks_to_boxes", failures, len(cases))
+    return report("check_masks_to_boxes", failures, len(cases))

@@ -1,0 +1,8 @@
+"""Checkers for the book's "try it" exercises, one module per chapter.
+
+Each ``check_*`` runs the reader's function on cases it keeps to itself, compares with the
+package's answer and reports the first mismatch clearly. It returns True/False and prints a
+verdict, so a wrong attempt in a notebook shows what to fix instead of a traceback.
+Notebooks use ``from lessons_pkg import exercises`` then ``exercises.check_...``.
+"""
+from .shapes import check_masks_to_boxes  # noqa: F401
