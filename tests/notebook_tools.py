@@ -72,7 +72,7 @@ def execute(path: Path, timeout: int = 600) -> float:
 
     path = ROOT / path
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, startup_timeout=180, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()

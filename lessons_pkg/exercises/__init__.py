@@ -6,3 +6,4 @@ verdict, so a wrong attempt in a notebook shows what to fix instead of a traceba
 Notebooks use ``from lessons_pkg import exercises`` then ``exercises.check_...``.
 """
 from .shapes import check_masks_to_boxes  # noqa: F401
+from .boxes import check_iou  # noqa: F401

@@ -1,0 +1,47 @@
+"""Exercise checkers of the chapter "Boxes, IoU, NMS and mAP"."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .. import boxes
+from ._report import report
+
+
+def _iou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(2024)
+    xy = torch.rand(7, 2, generator=g) * 50
+    random = torch.cat([xy, xy + 1 + torch.rand(7, 2, generator=g) * 30], dim=1)
+    return [
+        ("identical boxes", torch.tensor([[10.0, 10, 20, 30]]), torch.tensor([[10.0, 10, 20, 30]])),
+        ("half overlap", torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[5.0, 0, 15, 10]])),
+        ("boxes that only touch along an edge", torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[10.0, 0, 20, 10]])),
+        ("disjoint boxes, apart in x but overlapping in y",
+         torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[20.0, 2, 30, 8]])),
+        ("one box inside the other", torch.tensor([[0.0, 0, 40, 40]]), torch.tensor([[10.0, 10, 20, 20]])),
+        ("a zero-width box against a normal one", torch.tensor([[5.0, 5, 5, 15]]), torch.tensor([[0.0, 0, 10, 10]])),
+        ("7 random boxes against 5 others (a 7x5 matrix)", random, random[:5].flip(0) + 3),
+        ("no boxes on one side (a 0x7 matrix)", torch.zeros(0, 4), random),
+    ]
+
+
+def check_iou(fn: Callable) -> bool:
+    """Checks ``fn(boxes1: Tensor[N, 4], boxes2: Tensor[M, 4]) -> Tensor[N, M]``, the pairwise IoU
+    of xyxy boxes, against ``lessons_pkg.boxes.box_iou``."""
+    failures = []
+    cases = _iou_cases()
+    for name, a, b in cases:
+        expected = boxes.box_iou(a, b)
+        try:
+            got = torch.as_tensor(fn(a.clone(), b.clone()))
+        except Exception as e:  # the reader's bug, shown rather than raised
+            failures.append(f"{name}: raised {type(e).__name__}: {e}")
+            continue
+        if got.shape != expected.shape:
+            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+        elif not torch.allclose(got.to(expected.dtype), expected, atol=1e-6):
+            i, j = divmod(int((got.to(expected.dtype) - expected).abs().argmax()), expected.shape[1])
+            failures.append(f"{name}: IoU of box {i} {a[i].tolist()} and box {j} {b[j].tolist()} should be "
+                            f"{expected[i, j]:.4f}, got {float(got[i, j]):.4f}")
+    return report("check_iou", failures, len(cases))
