@@ -7,7 +7,7 @@ Shape key:
     A: area ranges         L: max-detection limits (1, 10, 100)
     C: classes of a semantic segmentation (0..C-1), B, H, W: batch, height, width
 
-Detection inputs follow the package contract (shared/DESIGN.md): two lists, one dict per
+Detection inputs follow the package contract (README, "the target contract"): two lists, one dict per
 image, in the same order. A target holds "boxes" float[N, 4] (xyxy, absolute pixels) and
 "labels" int64[N] in 1..K (0 is background, never a class), optionally "masks" uint8[N, H, W],
 "iscrowd" bool/int[N] and "area" float[N]. A prediction holds "boxes", "labels", "scores"

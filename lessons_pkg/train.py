@@ -1,6 +1,6 @@
 """The training loop every chapter uses: ``fit`` for a number of steps, ``evaluate`` for predictions.
 
-Models follow the one contract of DESIGN.md: in train mode ``model(images, targets)`` returns a
+Models follow the target contract (README): in train mode ``model(images, targets)`` returns a
 dict of named losses (summed for the backward pass); in eval mode ``model(images)`` returns one
 dict of predictions per image.
 
@@ -128,7 +128,7 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
     Args:
         model: returns a dict of named losses for ``model(images, targets)`` in train mode.
         loader: yields ``(images, targets)``: images Tensor[B, 3, H, W] or a list of Tensor[3, H, W],
-            targets a list of dicts (see DESIGN.md), or any (inputs, targets) pair the model takes.
+            targets a list of dicts (see the README's target contract), or any (inputs, targets) pair the model takes.
         steps: the budget (the stopping rule: results do not depend on the machine's speed).
         optimizer: "adamw", "sgd" or a ready optimizer (then lr and weight_decay are its own).
             Only parameters with ``requires_grad`` are optimized: freeze a backbone by turning it off.
@@ -171,7 +171,7 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         losses = model(inputs, targets)
         if not isinstance(losses, dict) or not losses:
             raise TypeError("in train mode the model must return a non-empty dict of named losses "
-                            f"(DESIGN.md), got {type(losses).__name__}")
+                            f"(the target contract in the README), got {type(losses).__name__}")
         total = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         total.backward()

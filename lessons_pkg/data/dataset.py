@@ -1,4 +1,4 @@
-"""The shapes data as a ``torch.utils.data.Dataset`` in the target contract of DESIGN.md.
+"""The shapes data as a ``torch.utils.data.Dataset`` in the target contract (README).
 
 Every sample is ``(image, target)``:
   image (Tensor[3, H, W]): float32 in [0, 1];
