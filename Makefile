@@ -24,8 +24,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(PY) -m pip install -q --no-deps -e . >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $(STAMP)
 
+# Two xdist workers on two cores: one torch thread each (kernels inherit it), or OpenMP threads
+# fight over the cores and tiny ops run 50-100x slower (measured on this machine).
 test: setup
-	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax tests $$($(PY) tests/notebook_tools.py list)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax tests $$($(PY) tests/notebook_tools.py list)
 
 execute: setup
 	$(PY) tests/notebook_tools.py execute $(NB)
