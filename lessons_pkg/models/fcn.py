@@ -1,0 +1,220 @@
+"""Fully convolutional networks for semantic segmentation: downsample, then upsample back.
+
+An encoder of conv-BN-ReLU blocks (one conv at full resolution, two at the others) halves
+the resolution ``len(widths) - 1`` times with max pooling (keeping the pooling switches); a
+decoder brings the features back to the input size with a selectable upsampling layer,
+optionally concatenating the encoder's features of the same resolution (U-Net's skip
+connections), and a 1x1 convolution scores every pixel.
+
+Upsampling choices (``FCNConfig.upsampling``), each doubling the resolution:
+    "nearest"       nearest-neighbour unpooling, then convolutions
+    "bed_of_nails"  each value at the top-left of its 2x2 block, zeros elsewhere, then convolutions
+    "max_unpool"    each value back at the position of the encoder's max (the switches)
+    "bilinear"      bilinear interpolation, then convolutions
+    "transposed"    a learned 4x4 transposed convolution with stride 2
+    "subpixel"      a 3x3 convolution to 4x the channels + PixelShuffle(2), ICNR-initialized
+
+Shape key
+    B      images in a batch
+    C      object classes; the network scores C + 1 classes per pixel (0 is background)
+    H, W   image size; any size works: the image is padded (replicating its border) to a
+           multiple of 2^levels and the scores are cropped back to H x W
+    w_i    channels at level i, at resolution (H / 2^i, W / 2^i)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import metrics, upsampling as up
+
+UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "subpixel")
+IGNORE_INDEX = 255  # target pixels with this value are left out of the loss (VOC's convention)
+
+
+def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
+    """3x3 conv (padding 1, no bias) - BN - ReLU: Tensor[B, in_ch, h, w] -> Tensor[B, out_ch, h, w]."""
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
+                         nn.ReLU(inplace=True))
+
+
+def block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Two conv-BN-ReLU layers, the unit of the encoder and the decoder."""
+    return nn.Sequential(conv_bn_relu(in_ch, out_ch), conv_bn_relu(out_ch, out_ch))
+
+
+@dataclass
+class FCNConfig:
+    """The settings of an :class:`FCN`. ``widths[i]`` is the channel count at 1 / 2^i of the
+    input resolution, so ``len(widths) - 1`` poolings (2 or 3 is typical)."""
+
+    num_classes: int = 4
+    widths: tuple[int, ...] = (16, 32, 64, 96)
+    upsampling: str = "transposed"
+    skips: bool = False
+
+    def __post_init__(self):
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.upsampling not in UPSAMPLING:
+            raise ValueError(f"unknown upsampling {self.upsampling!r}; choose from {UPSAMPLING}")
+        if len(self.widths) < 2 or any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"widths must hold at least 2 positive channel counts (1 pooling), got {self.widths}")
+
+
+class Upsample(nn.Module):
+    """One decoder step's upsampling by 2: Tensor[B, in_ch, h, w] -> Tensor[B, out_channels, 2h, 2w].
+
+    Parameter-free kinds keep the channels (``out_channels == in_ch``); the learned kinds
+    ("transposed", "subpixel") map to ``out_ch`` channels, followed by BN and ReLU.
+    "max_unpool" needs the switches of the matching pooling, passed as ``indices``
+    (Tensor[B, out_ch, h, w]): it first maps the features to the pooled map's ``out_ch``
+    channels with a conv-BN-ReLU at low resolution (as SegNet's decoder does), so that each
+    channel goes back to the switches of its own channel.
+    """
+
+    def __init__(self, kind: str, in_ch: int, out_ch: int):
+        super().__init__()
+        if kind not in UPSAMPLING:
+            raise ValueError(f"unknown upsampling {kind!r}; choose from {UPSAMPLING}")
+        self.kind = kind
+        self.out_channels = out_ch if kind in ("transposed", "subpixel", "max_unpool") else in_ch
+        if kind == "transposed":
+            self.layer = nn.Sequential(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
+                                       nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+        elif kind == "subpixel":
+            self.layer = nn.Sequential(up.SubPixelConv(in_ch, out_ch, 2, 3, icnr=True), nn.BatchNorm2d(out_ch),
+                                       nn.ReLU(inplace=True))
+        elif kind == "max_unpool":
+            self.layer = conv_bn_relu(in_ch, out_ch)
+
+    def forward(self, x: Tensor, indices: Tensor | None = None) -> Tensor:
+        if self.kind == "nearest":
+            return up.nearest_unpool(x, 2)
+        if self.kind == "bed_of_nails":
+            return up.bed_of_nails_unpool(x, 2)
+        if self.kind == "max_unpool":
+            if indices is None:
+                raise ValueError("max_unpool needs the pooling switches (indices), got None")
+            return up.max_unpool(self.layer(x), indices, 2)
+        if self.kind == "bilinear":
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.layer(x)
+
+
+def check_images(images) -> Tensor:
+    """Tensor[B, 3, H, W] floating (or a list of equal-size Tensor[3, H, W]) -> Tensor[B, 3, H, W]."""
+    if isinstance(images, (list, tuple)):
+        if not images or not all(isinstance(im, Tensor) and im.shape == images[0].shape for im in images):
+            raise ValueError("images as a list must be a non-empty list of Tensor[3, H, W] of one size, "
+                             f"got shapes {[tuple(getattr(im, 'shape', ())) for im in images]}")
+        images = torch.stack(list(images))
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a Tensor[B, 3, H, W], got {got}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype} "
+                         "(divide uint8 images by 255)")
+    return images
+
+
+def semantic_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> Tensor:
+    """The "semantic" maps of ``targets`` stacked to int64 Tensor[B, H, W], after checking them:
+    a list of ``batch_size`` dicts, each with an int64 Tensor[H, W] of classes 0..C (or 255,
+    ignored). Values are checked on CPU tensors only (free there; on a GPU it would sync)."""
+    if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
+        got = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
+    maps = []
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict) or "semantic" not in t:
+            keys = sorted(t) if isinstance(t, dict) else type(t).__name__
+            raise ValueError(f"target {i}: expected a dict with 'semantic', got {keys}")
+        s = t["semantic"]
+        if not isinstance(s, Tensor) or s.dtype != torch.int64:
+            raise ValueError(f"target {i} 'semantic': expected an int64 Tensor[H, W], got "
+                             f"{s.dtype if isinstance(s, Tensor) else type(s).__name__}")
+        if tuple(s.shape) != tuple(image_size):
+            raise ValueError(f"target {i} 'semantic': expected the image's size {list(image_size)}, "
+                             f"got {list(s.shape)}")
+        if s.device.type == "cpu" and s.numel():
+            bad = (s < 0) | ((s > num_classes) & (s != IGNORE_INDEX))
+            if bad.any():
+                raise ValueError(f"target {i} 'semantic': expected classes 0..{num_classes} "
+                                 f"(or {IGNORE_INDEX}, ignored), got {int(s[bad][0])}")
+        maps.append(s)
+    return torch.stack(maps)
+
+
+class FCN(nn.Module):
+    """Encoder (conv blocks + max pooling) and decoder (upsampling + conv blocks), in the one
+    model contract of DESIGN.md.
+
+    ``model(images, targets)`` in train mode: {"loss_seg": pixel-wise cross-entropy} against
+    the targets' "semantic" maps (255 ignored). ``model(images)`` in eval mode: one dict per image
+    with "semantic" int64[H, W] (the argmax) and "scores" float[C + 1, H, W] (probabilities).
+    """
+
+    def __init__(self, config: FCNConfig | None = None, **settings):
+        super().__init__()
+        if config is not None and settings:
+            raise ValueError("give either an FCNConfig or keyword settings, not both")
+        self.config = c = config if config is not None else FCNConfig(**settings)
+        w = [int(v) for v in c.widths]
+        self.levels = len(w) - 1
+        # Full resolution is the most expensive level: one conv there, two at every other level.
+        self.stem = conv_bn_relu(3, w[0])
+        self.down = nn.ModuleList(block(w[i], w[i + 1]) for i in range(self.levels))
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for i in reversed(range(self.levels)):           # from level i + 1 back to level i
+            upsample = Upsample(c.upsampling, w[i + 1], w[i])
+            self.up.append(upsample)
+            fuse_in = upsample.out_channels + (w[i] if c.skips else 0)
+            self.fuse.append(block(fuse_in, w[i]) if i > 0 else conv_bn_relu(fuse_in, w[i]))
+        self.head = nn.Conv2d(w[0], c.num_classes + 1, 1)
+
+    def logits(self, images: Tensor) -> Tensor:
+        """Tensor[B, 3, H, W] -> per-pixel class scores Tensor[B, C + 1, H, W] (before softmax)."""
+        _, _, height, width = images.shape
+        multiple = 2 ** self.levels
+        pad_h, pad_w = -height % multiple, -width % multiple
+        x = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
+        features, switches = [self.stem(x)], []
+        for down in self.down:
+            pooled, indices = F.max_pool2d(features[-1], 2, return_indices=True)
+            switches.append(indices)
+            features.append(down(pooled))
+        x = features.pop()
+        for upsample, fuse in zip(self.up, self.fuse):
+            skip, indices = features.pop(), switches.pop()
+            x = upsample(x, indices)
+            x = fuse(torch.cat([x, skip], 1) if self.config.skips else x)
+        return self.head(x)[:, :, :height, :width]
+
+    def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
+        """Training: returns {"loss_seg": ...}. Eval: one dict per image with "semantic" and "scores"."""
+        images = check_images(images)
+        b, _, height, width = images.shape
+        if self.training:
+            if targets is None:
+                raise ValueError("in train mode the model needs targets (a list of dicts with 'semantic')")
+            semantic = semantic_targets(targets, b, (height, width), self.config.num_classes)
+            return {"loss_seg": F.cross_entropy(self.logits(images), semantic, ignore_index=IGNORE_INDEX)}
+        probs = self.logits(images).softmax(dim=1)
+        classes = probs.argmax(dim=1)
+        return [{"semantic": classes[i], "scores": probs[i]} for i in range(b)]
+
+
+def segmentation_metrics(predictions: list[dict], targets: list[dict], num_classes: int = 4) -> dict:
+    """mIoU, per-class IoU and pixel accuracy of "semantic" predictions against targets, over all
+    pixels of all images (one confusion matrix): ``metrics.SegmentationMeter`` with C + 1 classes."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
+    meter = metrics.SegmentationMeter(num_classes + 1, ignore_index=IGNORE_INDEX)
+    for p, t in zip(predictions, targets):
+        meter.update(p["semantic"].cpu(), t["semantic"].cpu())
+    return meter.compute()

@@ -1,0 +1,112 @@
+"""Tests of lessons_pkg.models.fcn: the model contract, sizes, every upsampling kind, overfitting."""
+import pytest
+import torch
+
+from lessons_pkg import data, train
+from lessons_pkg.models import fcn
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    spinning threads made these tests 50-100x slower (measured); run them on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch(b=2, h=37, w=51, num_classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(b, 3, h, w, generator=g)
+    targets = [{"semantic": torch.randint(0, num_classes + 1, (h, w), generator=g)} for _ in range(b)]
+    return images, targets
+
+
+@pytest.mark.parametrize("upsampling", fcn.UPSAMPLING)
+@pytest.mark.parametrize("skips", [False, True])
+def test_every_variant_trains_and_predicts_at_odd_sizes(upsampling, skips, device):
+    torch.manual_seed(0)
+    model = fcn.FCN(widths=(4, 8, 8), upsampling=upsampling, skips=skips).to(device)
+    images, targets = batch(h=37, w=51)
+    images, targets = train.move_to((images, targets), device)
+    losses = model(images, targets)
+    assert set(losses) == {"loss_seg"} and torch.isfinite(losses["loss_seg"])
+    losses["loss_seg"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for pred in out:
+        assert pred["semantic"].shape == (37, 51) and pred["semantic"].dtype == torch.int64
+        assert pred["scores"].shape == (5, 37, 51)
+        torch.testing.assert_close(pred["scores"].sum(0), torch.ones(37, 51, device=device))
+        assert torch.equal(pred["semantic"], pred["scores"].argmax(0))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (16, 16), (33, 18)])
+def test_output_size_equals_input_size(size):
+    model = fcn.FCN(widths=(4, 8, 8, 8), upsampling="max_unpool", skips=True).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, *size))
+    assert out[0]["semantic"].shape == size and out[0]["scores"].shape == (5, *size)
+
+
+def test_ignore_index_pixels_are_left_out():
+    torch.manual_seed(0)
+    model = fcn.FCN(widths=(4, 8))
+    images, targets = batch(b=1, h=16, w=16)
+    all_ignored = [{"semantic": torch.full((16, 16), fcn.IGNORE_INDEX)}]
+    assert torch.isnan(model(images, all_ignored)["loss_seg"])   # nothing to average: cross_entropy gives NaN
+    half = targets[0]["semantic"].clone()
+    half[:8] = fcn.IGNORE_INDEX
+    assert torch.isfinite(model(images, [{"semantic": half}])["loss_seg"])
+
+
+def test_overfits_four_images():
+    torch.manual_seed(0)
+    config = data.preset("easy").replace(image_size=(48, 48), size_range=(16.0, 36.0))
+    dataset = data.ShapesDataset(4, seed=123, config=config)
+    images = torch.stack([dataset[i][0] for i in range(4)])
+    targets = [dataset[i][1] for i in range(4)]
+    model = fcn.FCN(widths=(8, 16, 32), upsampling="nearest", skips=True)
+    history = train.fit(model, [(images, targets)], steps=80, lr=1e-2, progress=False, log_every=20, device="cpu")
+    assert history.losses["loss_seg"][-1] < 0.5 * history.losses["loss_seg"][0]
+    scores = fcn.segmentation_metrics(train.predict(model, images), targets)
+    assert scores["pixel_accuracy"] > 0.9 and scores["miou"] > 0.5
+
+
+def test_segmentation_metrics_perfect_and_mismatched():
+    targets = [{"semantic": torch.randint(0, 5, (8, 8))} for _ in range(3)]
+    perfect = fcn.segmentation_metrics([{"semantic": t["semantic"]} for t in targets], targets)
+    assert perfect["miou"] == 1.0 and perfect["pixel_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="got 2 predictions for 3 targets"):
+        fcn.segmentation_metrics([{"semantic": t["semantic"]} for t in targets[:2]], targets)
+
+
+def test_bad_input_gets_a_clear_error():
+    model = fcn.FCN(widths=(4, 8))
+    images, targets = batch(b=2, h=16, w=16)
+    with pytest.raises(ValueError, match=r"images must be a Tensor\[B, 3, H, W\], got \(3, 16, 16\)"):
+        model(images[0], targets)
+    with pytest.raises(ValueError, match="images must be floating point"):
+        model((images * 255).to(torch.uint8), targets)
+    with pytest.raises(ValueError, match="train mode the model needs targets"):
+        model(images)
+    with pytest.raises(ValueError, match="targets must be a list of 2 dicts"):
+        model(images, targets[:1])
+    with pytest.raises(ValueError, match=r"target 0: expected a dict with 'semantic', got \['boxes'\]"):
+        model(images, [{"boxes": torch.zeros(0, 4)}, targets[1]])
+    with pytest.raises(ValueError, match=r"target 1 'semantic': expected the image's size \[16, 16\], got \[8, 8\]"):
+        model(images, [targets[0], {"semantic": torch.zeros(8, 8, dtype=torch.int64)}])
+    with pytest.raises(ValueError, match="target 0 'semantic': expected an int64"):
+        model(images, [{"semantic": targets[0]["semantic"].float()}, targets[1]])
+    with pytest.raises(ValueError, match=r"expected classes 0..4 \(or 255, ignored\), got 7"):
+        model(images, [{"semantic": torch.full((16, 16), 7)}, targets[1]])
+    with pytest.raises(ValueError, match="unknown upsampling 'deconv'; choose from"):
+        fcn.FCN(upsampling="deconv")
+    with pytest.raises(ValueError, match="widths must hold at least 2"):
+        fcn.FCN(widths=(8,))
+    with pytest.raises(ValueError, match="either an FCNConfig or keyword settings"):
+        fcn.FCN(fcn.FCNConfig(), skips=True)
