@@ -151,7 +151,7 @@ def semantic_targets(targets, batch_size: int, image_size: tuple[int, int], num_
 
 class FCN(nn.Module):
     """Encoder (conv blocks + max pooling) and decoder (upsampling + conv blocks), in the one
-    model contract of DESIGN.md.
+    target contract (README).
 
     ``model(images, targets)`` in train mode: {"loss_seg": pixel-wise cross-entropy} against
     the targets' "semantic" maps (255 ignored). ``model(images)`` in eval mode: one dict per image
