@@ -6,14 +6,7 @@ from lessons_pkg import data, train
 from lessons_pkg.models import fcn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
-    spinning threads made these tests 50-100x slower (measured); run them on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(b=2, h=37, w=51, num_classes=4, seed=0):

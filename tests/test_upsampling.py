@@ -10,14 +10,7 @@ from hypothesis import strategies as st
 from lessons_pkg import exercises, upsampling as U
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
-    spinning threads made these tests 50-100x slower (measured); run them on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ============================================================================= unpooling
@@ -63,7 +56,8 @@ def test_max_unpool_matches_reference(kernel_size, stride, padding, size, device
 
 
 def test_max_unpool_default_size_too_small_says_pass_output_size():
-    x = torch.randn(1, 1, 7, 7)
+    x = torch.zeros(1, 1, 7, 7)
+    x[..., 5, 5] = 1.0  # a max at flat index 5 * 7 + 5 = 40: outside the default 6 x 6 output
     pooled, indices = F.max_pool2d(x, 2, return_indices=True)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 36\).*pass output_size="):
         U.max_unpool(pooled, indices, 2)
