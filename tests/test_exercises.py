@@ -17,3 +17,36 @@ def test_check_masks_to_boxes(capsys):
     assert "single pixel" in capsys.readouterr().out
     assert not exercises.check_masks_to_boxes(lambda m: 1 / 0)
     assert "raised ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_check_linear_to_conv(capsys):
+    from torch import nn
+
+    from lessons_pkg.models import sliding_window
+
+    state = torch.random.get_rng_state()
+    assert exercises.check_linear_to_conv(sliding_window.linear_to_conv)
+    assert "all 5 cases pass" in capsys.readouterr().out
+    assert torch.equal(torch.random.get_rng_state(), state)  # the checker leaves the reader's RNG alone
+
+    def scrambled(linear, d, k):  # (out, k, k, D) order: a classic mistake
+        conv = nn.Conv2d(d, linear.out_features, k, bias=linear.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(linear.weight.view(-1, k, k, d).permute(0, 3, 1, 2))
+            if linear.bias is not None:
+                conv.bias.copy_(linear.bias)
+        return conv
+
+    assert not exercises.check_linear_to_conv(scrambled)
+    assert "values differ" in capsys.readouterr().out
+
+    def no_bias(linear, d, k):
+        conv = sliding_window.linear_to_conv(linear, d, k)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        return conv
+
+    assert not exercises.check_linear_to_conv(no_bias)
+    assert "bias" in capsys.readouterr().out
+    assert not exercises.check_linear_to_conv(lambda linear, d, k: nn.Conv2d(d, 1, k))
+    assert "expected an output of shape" in capsys.readouterr().out

@@ -9,3 +9,4 @@ from .shapes import check_masks_to_boxes  # noqa: F401
 from .boxes import check_iou  # noqa: F401
 from .localization import check_multitask_loss  # noqa: F401
 from .segmentation import check_conv_transpose1d  # noqa: F401
+from .sliding_window import check_linear_to_conv  # noqa: F401

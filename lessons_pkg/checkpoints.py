@@ -1,0 +1,125 @@
+"""Detectors trained longer than a notebook can afford, by our own command, offline.
+
+    python -m lessons_pkg.checkpoints sliding_window --out data/pretrained/sliding_window.pt --steps 4000 --seed 0
+
+A chapter trains its model live for a few hundred steps (to show the loss falling) and loads
+the checkpoint for the numbers that need a longer training. Each recipe (``RECIPES``) says how
+to build the model and train it on the shapes ``train`` split; the command writes the float32
+``state_dict`` (loaded back with ``torch.load(..., weights_only=True)``) and, beside it, a JSON
+record: the command, the settings, the torch version, the training time and the COCO mAP on
+the first ``VAL_IMAGES`` images of the ``val`` split (a test recomputes it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import metrics, train
+from .data import collate_detection, make_split
+from .models import sliding_window
+
+VAL_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one checkpoint is made: the model's builder and its training settings."""
+
+    build: Callable[[], nn.Module] = field(repr=False)
+    num_train_images: int = 2000
+    batch_size: int = 8
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    config: str = "default"
+
+    def settings(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "build"}
+
+
+RECIPES: dict[str, Recipe] = {
+    "sliding_window": Recipe(build=lambda: sliding_window.SlidingWindowDetector(num_classes=4)),
+}
+
+
+def validation_map(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
+                   device: torch.device | str = "cpu") -> dict:
+    """COCO mAP (all of :data:`metrics.SUMMARY_KEYS`) on the first ``num_images`` val images."""
+    loader = train.make_loader(make_split("val", num_images, config), batch_size=16, shuffle=False)
+    return train.evaluate(model, loader, device=device, metric=metrics.mean_average_precision)
+
+
+def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -> dict:
+    """Train recipe ``name`` for ``steps`` steps, write ``out`` and ``out.with_suffix('.json')``."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    train.seed_everything(seed)
+    model = recipe.build()
+    dataset = make_split("train", recipe.num_train_images, recipe.config)
+    start = time.perf_counter()
+    for i in range(len(dataset)):  # render once, up front (cached), so the timing below is training only
+        dataset.scene(i)
+    render_seconds = time.perf_counter() - start
+    loader = train.make_loader(dataset, batch_size=recipe.batch_size, collate_fn=collate_detection)
+    history = train.fit(model, loader, steps=steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
+                        seed=seed, log_every=50, desc=name)
+    model.cpu().eval()
+    result = validation_map(model, recipe.config, VAL_IMAGES)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out)
+    record = {
+        "command": command, "recipe": name, **recipe.settings(), "steps": steps, "seed": seed,
+        "final_loss": round(history.final(), 5), "train_seconds": round(history.seconds, 1),
+        "render_seconds": round(render_seconds, 1), "torch": torch.__version__, "dtype": "float32",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "val": {"split": "val", "num_images": VAL_IMAGES, "config": recipe.config,
+                **{k: round(float(result[k]), 6) for k in metrics.SUMMARY_KEYS}},
+    }
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def load(name: str, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Build recipe ``name``'s model, load the weights at ``path`` (weights only) and its record.
+
+    Returns (model in eval mode, the JSON record). Raises FileNotFoundError naming the file and
+    the command that makes it when the checkpoint is missing.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+    path = Path(path)
+    record_file = path.with_suffix(".json")
+    if not path.exists() or not record_file.exists():
+        raise FileNotFoundError(f"checkpoint {path} (or its record {record_file.name}) is missing; make it with "
+                                f"python -m lessons_pkg.checkpoints {name} --out {path}")
+    record = json.loads(record_file.read_text())
+    model = RECIPES[name].build()
+    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    return model.eval(), record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lessons_pkg.checkpoints", description=__doc__.split("\n")[0])
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--out", type=Path, required=True, help="where to write the .pt (and the .json beside it)")
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    command = "python -m lessons_pkg.checkpoints " + shlex.join(
+        [args.recipe, "--out", str(args.out), "--steps", str(args.steps), "--seed", str(args.seed)])
+    record = make_checkpoint(args.recipe, args.out, args.steps, args.seed, command)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The committed detector checkpoints: small, weights-only, their recorded mAP reproduces, and
+the command that made them is the one in the record."""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lessons_pkg import checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = {"sliding_window": ROOT / "data" / "pretrained" / "sliding_window.pt"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_checkpoint_is_small_and_weights_only(name):
+    path = COMMITTED[name]
+    assert path.stat().st_size < 4 * 2**20
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # int64: BN's counters
+    model = checkpoints.RECIPES[name].build()
+    assert set(state) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_record_says_how_to_reproduce_it(name):
+    record = json.loads(COMMITTED[name].with_suffix(".json").read_text())
+    assert record["command"] == (f"python -m lessons_pkg.checkpoints {name} --out data/pretrained/{name}.pt "
+                                 f"--steps {record['steps']} --seed {record['seed']}")
+    assert record["recipe"] == name and record["torch"] and record["dtype"] == "float32"
+    for key, value in checkpoints.RECIPES[name].settings().items():
+        assert record[key] == value, key
+    assert record["val"]["num_images"] == checkpoints.VAL_IMAGES
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_recorded_map_reproduces(name):
+    model, record = checkpoints.load(name, COMMITTED[name])
+    result = checkpoints.validation_map(model, record["val"]["config"], record["val"]["num_images"])
+    # Float arithmetic differs a little across machines and thread counts: a detection may flip.
+    assert result["map_50"] == pytest.approx(record["val"]["map_50"], abs=0.01)
+    assert result["map"] == pytest.approx(record["val"]["map"], abs=0.01)
+
+
+def test_missing_checkpoint_names_the_file_and_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt.*python -m lessons_pkg\.checkpoints sliding_window"):
+        checkpoints.load("sliding_window", tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="unknown recipe 'yolo9000'"):
+        checkpoints.load("yolo9000", tmp_path / "x.pt")
+
+
+def test_the_command_trains_and_writes_a_record(tmp_path, monkeypatch):
+    recipe = checkpoints.RECIPES["sliding_window"]
+    monkeypatch.setitem(checkpoints.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8))
+    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    out = tmp_path / "sw.pt"
+    assert checkpoints.main(["sliding_window", "--out", str(out), "--steps", "2", "--seed", "3"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["num_train_images"] == 8 and record["val"]["num_images"] == 4
+    assert record["steps"] == 2 and record["seed"] == 3 and record["command"].endswith("--steps 2 --seed 3")
+    model, _ = checkpoints.load("sliding_window", out)
+    assert not model.training
