@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from . import metrics, train
-from .data import collate_detection, make_split
-from .models import sliding_window
+from .data import collate_detection, make_split, segmentation_augmentation
+from .models import fcn, sliding_window
 
 VAL_IMAGES = 64
 
@@ -40,6 +40,8 @@ class Recipe:
     lr: float = 3e-3
     warmup_steps: int = 50
     config: str = "default"
+    task: str = "detection"  # or "segmentation": the validation metric (COCO mAP or mIoU)
+    crop_size: int | None = None  # train on random square crops of this side (segmentation)
 
     def settings(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "build"}
@@ -47,7 +49,14 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "sliding_window": Recipe(build=lambda: sliding_window.SlidingWindowDetector(num_classes=4)),
+    # The encoder starts from the pretrained backbone (python -m lessons_pkg.pretrain); the
+    # checkpoint holds the whole network, so loading it needs no other file.
+    "fcn": Recipe(build=lambda pretrained=None: fcn.BackboneFCN(num_classes=4, upsampling="bilinear",
+                                                               pretrained=pretrained),
+                  num_train_images=2000, batch_size=32, lr=3e-3, warmup_steps=20, task="segmentation",
+                  crop_size=64),
 }
+PRETRAINED_BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbone.pt"
 
 
 def validation_map(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
@@ -57,14 +66,33 @@ def validation_map(model: nn.Module, config: str = "default", num_images: int = 
     return train.evaluate(model, loader, device=device, metric=metrics.mean_average_precision)
 
 
+def validation_miou(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
+                    device: torch.device | str = "cpu") -> dict:
+    """{"miou", "pixel_accuracy", "iou_per_class"} of a segmentation model on the first
+    ``num_images`` val images (one confusion matrix over all their pixels)."""
+    loader = train.make_loader(make_split("val", num_images, config), batch_size=16, shuffle=False)
+    return train.evaluate(model, loader, device=device, metric=fcn.segmentation_metrics)
+
+
+def validation_record(task: str, model: nn.Module, config: str, num_images: int) -> dict:
+    """The numbers a checkpoint's record keeps (and its test recomputes)."""
+    if task == "segmentation":
+        r = validation_miou(model, config, num_images)
+        return {"miou": round(r["miou"], 6), "pixel_accuracy": round(r["pixel_accuracy"], 6),
+                "iou_per_class": [round(float(v), 6) for v in r["iou_per_class"]]}
+    r = validation_map(model, config, num_images)
+    return {k: round(float(r[k]), 6) for k in metrics.SUMMARY_KEYS}
+
+
 def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -> dict:
     """Train recipe ``name`` for ``steps`` steps, write ``out`` and ``out.with_suffix('.json')``."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[name]
     train.seed_everything(seed)
-    model = recipe.build()
-    dataset = make_split("train", recipe.num_train_images, recipe.config)
+    model = recipe.build(PRETRAINED_BACKBONE) if recipe.task == "segmentation" else recipe.build()
+    crop = segmentation_augmentation((recipe.crop_size,) * 2) if recipe.crop_size else None
+    dataset = make_split("train", recipe.num_train_images, recipe.config, transforms=crop)
     start = time.perf_counter()
     for i in range(len(dataset)):  # render once, up front (cached), so the timing below is training only
         dataset.scene(i)
@@ -73,7 +101,6 @@ def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -
     history = train.fit(model, loader, steps=steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                         seed=seed, log_every=50, desc=name)
     model.cpu().eval()
-    result = validation_map(model, recipe.config, VAL_IMAGES)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
     record = {
@@ -82,7 +109,7 @@ def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -
         "render_seconds": round(render_seconds, 1), "torch": torch.__version__, "dtype": "float32",
         "parameters": sum(p.numel() for p in model.parameters()),
         "val": {"split": "val", "num_images": VAL_IMAGES, "config": recipe.config,
-                **{k: round(float(result[k]), 6) for k in metrics.SUMMARY_KEYS}},
+                **validation_record(recipe.task, model, recipe.config, VAL_IMAGES)},
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -10,7 +10,7 @@ import torch
 from lessons_pkg import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = {"sliding_window": ROOT / "data" / "pretrained" / "sliding_window.pt"}
+COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt" for name in ("sliding_window", "fcn")}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,10 +39,12 @@ def test_record_says_how_to_reproduce_it(name):
 @pytest.mark.parametrize("name", sorted(COMMITTED))
 def test_recorded_map_reproduces(name):
     model, record = checkpoints.load(name, COMMITTED[name])
-    result = checkpoints.validation_map(model, record["val"]["config"], record["val"]["num_images"])
+    val = record["val"]
+    result = checkpoints.validation_record(record["task"], model, val["config"], val["num_images"])
     # Float arithmetic differs a little across machines and thread counts: a detection may flip.
-    assert result["map_50"] == pytest.approx(record["val"]["map_50"], abs=0.01)
-    assert result["map"] == pytest.approx(record["val"]["map"], abs=0.01)
+    keys = ["miou", "pixel_accuracy"] if record["task"] == "segmentation" else ["map_50", "map"]
+    for key in keys:
+        assert result[key] == pytest.approx(val[key], abs=0.01), key
 
 
 def test_missing_checkpoint_names_the_file_and_the_command(tmp_path):

@@ -71,3 +71,20 @@ def test_augmentation_keeps_the_contract_and_drops_boxes_with_their_masks():
 def test_class_counts():
     counts = data.class_counts(data.ShapesDataset(20), 4)
     assert counts[0] == 0 and counts.sum() == sum(len(data.ShapesDataset(20)[i][1]["labels"]) for i in range(20))
+
+
+def test_segmentation_crops_cut_the_image_and_its_masks_alike():
+    full = data.make_split("train", 3)
+    cropped = data.make_split("train", 3, transforms=data.segmentation_augmentation((64, 48), flip=False))
+    torch.manual_seed(0)
+    for i in range(3):
+        image, target = full[i]
+        crop, ctarget = cropped[i]
+        assert crop.shape == (3, 64, 48) and ctarget["semantic"].shape == (64, 48)
+        # find where the crop came from, then the semantic map must be the same window
+        windows = image.unfold(1, 64, 1).unfold(2, 48, 1)  # [3, H-63, W-47, 64, 48]
+        match = (windows == crop[:, None, None]).flatten(3).all(-1).all(0).nonzero()
+        assert len(match) >= 1
+        y, x = match[0].tolist()
+        assert torch.equal(ctarget["semantic"], target["semantic"][y:y + 64, x:x + 48])
+        assert ctarget["masks"].shape[1:] == (64, 48) and len(ctarget["masks"]) == len(ctarget["boxes"])

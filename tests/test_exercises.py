@@ -50,3 +50,26 @@ def test_check_linear_to_conv(capsys):
     assert "bias" in capsys.readouterr().out
     assert not exercises.check_linear_to_conv(lambda linear, d, k: nn.Conv2d(d, 1, k))
     assert "expected an output of shape" in capsys.readouterr().out
+
+
+def test_check_miou(capsys):
+    def right(pred, target, k):
+        ious = []
+        for c in range(k):
+            inter = ((pred == c) & (target == c)).sum()
+            union = ((pred == c) | (target == c)).sum()
+            if union > 0:
+                ious.append(inter / union)
+        return torch.stack(ious).float().mean()
+
+    assert exercises.check_miou(right)
+    assert "all 6 cases pass" in capsys.readouterr().out
+
+    def absent_as_zero(pred, target, k):
+        ious = [((pred == c) & (target == c)).sum() / ((pred == c) | (target == c)).sum().clamp(min=1) for c in range(k)]
+        return torch.stack(ious).float().mean()
+
+    assert not exercises.check_miou(absent_as_zero)
+    assert "left out of the mean" in capsys.readouterr().out
+    assert not exercises.check_miou(lambda p, t, k: (p == t).float().mean())  # pixel accuracy is not mIoU
+    assert "everything called background" in capsys.readouterr().out

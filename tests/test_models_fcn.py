@@ -1,4 +1,6 @@
 """Tests of lessons_pkg.models.fcn: the model contract, sizes, every upsampling kind, overfitting."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -103,3 +105,49 @@ def test_bad_input_gets_a_clear_error():
         fcn.FCN(widths=(8,))
     with pytest.raises(ValueError, match="either an FCNConfig or keyword settings"):
         fcn.FCN(fcn.FCNConfig(), skips=True)
+
+
+BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbone.pt"
+
+
+@pytest.mark.parametrize("upsampling", [u for u in fcn.UPSAMPLING if u != "max_unpool"])
+def test_backbone_fcn_contract_at_odd_sizes(upsampling, device):
+    torch.manual_seed(0)
+    model = fcn.BackboneFCN(num_classes=4, upsampling=upsampling, widths=(4, 8, 8, 8)).to(device)
+    images, targets = train.move_to(batch(h=37, w=51), device)
+    losses = model(images, targets)
+    assert set(losses) == {"loss_seg"} and torch.isfinite(losses["loss_seg"])
+    losses["loss_seg"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():
+        out = model.eval()(images)
+    assert [o["semantic"].shape for o in out] == [(37, 51)] * 2
+    assert out[0]["scores"].shape == (5, 37, 51)
+
+
+def test_backbone_fcn_starts_from_the_pretrained_backbone():
+    model = fcn.BackboneFCN(pretrained=BACKBONE)
+    state = torch.load(BACKBONE, map_location="cpu", weights_only=True)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state["backbone." + key]), key
+    assert not torch.equal(fcn.BackboneFCN().backbone.stem[0].weight, model.backbone.stem[0].weight)
+
+
+def test_backbone_fcn_refuses_max_unpool_and_unknown_kinds():
+    with pytest.raises(ValueError, match="max_unpool' needs pooling switches"):
+        fcn.BackboneFCN(upsampling="max_unpool")
+    with pytest.raises(ValueError, match="unknown upsampling 'cubic'"):
+        fcn.BackboneFCN(upsampling="cubic")
+
+
+def test_backbone_fcn_overfits_four_images():
+    torch.manual_seed(0)
+    ds = data.ShapesDataset(4, seed=3, config="easy")
+    loader = train.make_loader(ds, batch_size=4, shuffle=False)
+    model = fcn.BackboneFCN(pretrained=BACKBONE)
+    train.fit(model, loader, steps=100, lr=5e-3, progress=False, device="cpu")
+    result = train.evaluate(model, loader, device="cpu", metric=fcn.segmentation_metrics)
+    pixels = torch.bincount(torch.stack([ds[i][1]["semantic"] for i in range(4)]).flatten(), minlength=5)
+    # Every class these images show in quantity is learned (here all but one lone 188-pixel
+    # triangle, which 100 steps do not single out).
+    assert (pixels >= 500).sum() == 4 and (result["iou_per_class"][pixels >= 500] > 0.85).all(), (result, pixels)

@@ -48,3 +48,45 @@ def check_conv_transpose1d(fn: Callable) -> bool:
             failures.append(f"{name}: output[{b}, {c}, {j}] should be {expected[b, c, j]:.4f}, "
                             f"got {float(got[b, c, j]):.4f}")
     return report("check_conv_transpose1d", failures, len(cases))
+
+
+def _miou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
+    """(name, pred int64[H, W], target int64[H, W], num_classes K including background)."""
+    g = torch.Generator().manual_seed(2026)
+    target = torch.zeros(8, 8, dtype=torch.int64)
+    target[2:6, 2:6] = 1
+    all_background = torch.zeros_like(target)
+    shifted = torch.zeros_like(target)
+    shifted[3:7, 3:7] = 1
+    random_target = torch.randint(0, 4, (16, 12), generator=g)
+    noisy = torch.where(torch.rand(16, 12, generator=g) < 0.3, torch.randint(0, 4, (16, 12), generator=g), random_target)
+    absent = torch.randint(0, 2, (6, 6), generator=g)  # classes 2 and 3 appear nowhere
+    return [
+        ("a perfect prediction", target.clone(), target, 2),
+        ("everything called background (pixel accuracy 0.75, but the object class has IoU 0)", all_background, target, 2),
+        ("the object shifted by one pixel", shifted, target, 2),
+        ("4 classes, 30 % of the pixels relabelled at random", noisy, random_target, 4),
+        ("classes 2 and 3 in neither map: left out of the mean, not counted as 0", absent.flip(0), absent, 4),
+        ("a class predicted where the target never has it (IoU 0, counted)",
+         torch.full((4, 4), 2, dtype=torch.int64), torch.zeros(4, 4, dtype=torch.int64), 3),
+    ]
+
+
+def check_miou(fn: Callable) -> bool:
+    """Checks ``fn(pred: int64[H, W], target: int64[H, W], num_classes: int) -> float``, the mean
+    over classes of IoU = |pred == k and target == k| / |pred == k or target == k|, leaving out
+    the classes that appear in neither map, against ``lessons_pkg.metrics.mean_iou``."""
+    from ..metrics import mean_iou
+
+    failures = []
+    cases = _miou_cases()
+    for name, pred, target, k in cases:
+        expected = mean_iou(pred, target, k, ignore_index=None)["miou"]
+        try:
+            got = float(fn(pred.clone(), target.clone(), k))
+        except Exception as e:  # the reader's bug, shown rather than raised
+            failures.append(f"{name}: raised {type(e).__name__}: {e}")
+            continue
+        if not abs(got - expected) <= 1e-6:
+            failures.append(f"{name}: expected mIoU {expected:.4f}, got {got:.4f}")
+    return report("check_miou", failures, len(cases))

@@ -134,7 +134,43 @@ def semantic_targets(targets, batch_size: int, image_size: tuple[int, int], num_
     return torch.stack(maps)
 
 
-class FCN(nn.Module):
+class SegmentationModel(nn.Module):
+    """The contract of every segmentation network here; a subclass defines ``logits``.
+
+    ``model(images, targets)`` in train mode: {"loss_seg": pixel-wise cross-entropy} against
+    the targets' "semantic" maps (255 ignored). ``model(images)`` in eval mode: one dict per image
+    with "semantic" int64[H, W] (the argmax) and "scores" float[C + 1, H, W] (probabilities).
+    """
+
+    num_classes: int
+
+    def logits(self, images: Tensor) -> Tensor:
+        """Tensor[B, 3, H, W] -> per-pixel class scores Tensor[B, C + 1, H, W] (before softmax)."""
+        raise NotImplementedError
+
+    def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
+        """Training: returns {"loss_seg": ...}. Eval: one dict per image with "semantic" and "scores"."""
+        images = check_images(images)
+        b, _, height, width = images.shape
+        if self.training:
+            if targets is None:
+                raise ValueError("in train mode the model needs targets (a list of dicts with 'semantic')")
+            semantic = semantic_targets(targets, b, (height, width), self.num_classes)
+            return {"loss_seg": F.cross_entropy(self.logits(images), semantic, ignore_index=IGNORE_INDEX)}
+        probs = self.logits(images).softmax(dim=1)
+        classes = probs.argmax(dim=1)
+        return [{"semantic": classes[i], "scores": probs[i]} for i in range(b)]
+
+
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Pad Tensor[B, 3, H, W] at the bottom and right (replicating the border) to sides that are
+    multiples of ``multiple``, so that every downsampling by 2 divides evenly."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    return F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
+
+
+class FCN(SegmentationModel):
     """Encoder (conv blocks + max pooling) and decoder (upsampling + conv blocks), in the one
     target contract (README).
 
@@ -161,13 +197,12 @@ class FCN(nn.Module):
             fuse_in = upsample.out_channels + (w[i] if c.skips else 0)
             self.fuse.append(block(fuse_in, w[i]) if i > 0 else conv_bn_relu(fuse_in, w[i]))
         self.head = nn.Conv2d(w[0], c.num_classes + 1, 1)
+        self.num_classes = c.num_classes
 
     def logits(self, images: Tensor) -> Tensor:
         """Tensor[B, 3, H, W] -> per-pixel class scores Tensor[B, C + 1, H, W] (before softmax)."""
         _, _, height, width = images.shape
-        multiple = 2 ** self.levels
-        pad_h, pad_w = -height % multiple, -width % multiple
-        x = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
+        x = pad_to_multiple(images, 2 ** self.levels)
         features, switches = [self.stem(x)], []
         for down in self.down:
             pooled, indices = F.max_pool2d(features[-1], 2, return_indices=True)
@@ -180,18 +215,57 @@ class FCN(nn.Module):
             x = fuse(torch.cat([x, skip], 1) if self.config.skips else x)
         return self.head(x)[:, :, :height, :width]
 
-    def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
-        """Training: returns {"loss_seg": ...}. Eval: one dict per image with "semantic" and "scores"."""
-        images = check_images(images)
-        b, _, height, width = images.shape
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'semantic')")
-            semantic = semantic_targets(targets, b, (height, width), self.config.num_classes)
-            return {"loss_seg": F.cross_entropy(self.logits(images), semantic, ignore_index=IGNORE_INDEX)}
-        probs = self.logits(images).softmax(dim=1)
-        classes = probs.argmax(dim=1)
-        return [{"semantic": classes[i], "scores": probs[i]} for i in range(b)]
+
+class BackboneFCN(SegmentationModel):
+    """An FCN whose encoder is the course's residual backbone (``localizer.Backbone``), which can
+    start from the weights pretrained by ``python -m lessons_pkg.pretrain``, as the FCN paper
+    started from an ImageNet classifier.
+
+    The backbone's features at strides 2, 4, 8 and 16 (widths 16, 32, 64, 128) come back up
+    through a decoder: at each step an upsampling by 2 (``upsampling``: any kind but
+    "max_unpool", since a strided-convolution encoder keeps no pooling switches), the encoder's
+    features of that resolution concatenated (U-Net skips), two conv-BN-ReLU; the last step
+    returns to full resolution and sees the image itself. Tensor[B, 3, H, W] -> scores
+    Tensor[B, C + 1, H, W] for any H, W (padded to a multiple of 16, cropped back).
+    """
+
+    def __init__(self, num_classes: int = 4, upsampling: str = "bilinear", pretrained=None,
+                 widths: tuple[int, ...] = (16, 32, 64, 128)):
+        super().__init__()
+        from .localizer import Backbone, load_pretrained_backbone  # the model this one extends
+
+        if upsampling == "max_unpool":
+            raise ValueError("upsampling 'max_unpool' needs pooling switches, and this encoder downsamples "
+                             "with strided convolutions; use FCN(upsampling='max_unpool') instead")
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"unknown upsampling {upsampling!r}; choose from {UPSAMPLING}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes, self.upsampling = num_classes, upsampling
+        self.backbone = Backbone(widths)
+        if pretrained is not None:
+            load_pretrained_backbone(self.backbone, pretrained)
+        w = self.backbone.widths
+        self.up, self.fuse = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(w) - 1)):  # stride 2^(i+2) -> 2^(i+1)
+            upsample = Upsample(upsampling, w[i + 1], w[i])
+            self.up.append(upsample)
+            self.fuse.append(block(upsample.out_channels + w[i], w[i]))
+        self.up_full = Upsample(upsampling, w[0], w[0])  # stride 2 -> full resolution
+        self.fuse_full = conv_bn_relu(self.up_full.out_channels + 3, w[0])
+        self.head = nn.Conv2d(w[0], num_classes + 1, 1)
+
+    def logits(self, images: Tensor) -> Tensor:
+        _, _, height, width = images.shape
+        x = pad_to_multiple(images, self.backbone.stride)
+        features = [self.backbone.stem(x - x.mean(dim=(2, 3), keepdim=True))]  # as Backbone.forward does
+        for stage in self.backbone.blocks:
+            features.append(stage(features[-1]))
+        y = features.pop()
+        for upsample, fuse in zip(self.up, self.fuse):
+            y = fuse(torch.cat([upsample(y), features.pop()], 1))
+        y = self.fuse_full(torch.cat([self.up_full(y), x], 1))
+        return self.head(y)[:, :, :height, :width]
 
 
 def segmentation_metrics(predictions: list[dict], targets: list[dict], num_classes: int = 4) -> dict:

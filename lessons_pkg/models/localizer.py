@@ -88,6 +88,18 @@ class Backbone(nn.Module):
         return self.blocks(self.stem(x.contiguous(memory_format=torch.channels_last)))
 
 
+def load_pretrained_backbone(backbone: Backbone, path, map_location="cpu") -> Backbone:
+    """Load into ``backbone`` the ``backbone.*`` weights of a checkpoint written by
+    ``python -m lessons_pkg.pretrain`` (or a bare Backbone state_dict), with ``weights_only=True``:
+    the file is read as tensors, no pickled code runs. Returns ``backbone``."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    prefix = "backbone."
+    if any(key.startswith(prefix) for key in state):
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    backbone.load_state_dict(state)
+    return backbone
+
+
 # ----------------------------------------------------------------------------- heads
 class ClassHead(nn.Module):
     """Global average *and* max pooling, concatenated, then a linear layer:
@@ -282,11 +294,7 @@ class Localizer(nn.Module):
         ``weights_only=True``: the file is read as tensors, no pickled code runs. The pretraining
         head (``head.*``) is left out: the heads here answer another question.
         """
-        state = torch.load(path, map_location=map_location, weights_only=True)
-        prefix = "backbone."
-        if any(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        self.backbone.load_state_dict(state)
+        load_pretrained_backbone(self.backbone, path, map_location)
         return self
 
     def heads(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
