@@ -25,7 +25,7 @@ from torch import nn
 
 from . import metrics, train
 from .data import collate_detection, make_split, segmentation_augmentation
-from .models import fcn, sliding_window
+from .models import faster_rcnn, fcn, sliding_window
 
 VAL_IMAGES = 64
 
@@ -34,7 +34,7 @@ VAL_IMAGES = 64
 class Recipe:
     """How one checkpoint is made: the model's builder and its training settings."""
 
-    build: Callable[[], nn.Module] = field(repr=False)
+    build: Callable[..., nn.Module] = field(repr=False)  # build(pretrained_backbone_path_or_None)
     num_train_images: int = 2000
     batch_size: int = 8
     lr: float = 3e-3
@@ -42,19 +42,23 @@ class Recipe:
     config: str = "default"
     task: str = "detection"  # or "segmentation": the validation metric (COCO mAP or mIoU)
     crop_size: int | None = None  # train on random square crops of this side (segmentation)
+    pretrained: bool = False  # start the backbone from data/pretrained/backbone.pt
 
     def settings(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "build"}
 
 
 RECIPES: dict[str, Recipe] = {
-    "sliding_window": Recipe(build=lambda: sliding_window.SlidingWindowDetector(num_classes=4)),
+    "sliding_window": Recipe(build=lambda pretrained=None: sliding_window.SlidingWindowDetector(num_classes=4)),
     # The encoder starts from the pretrained backbone (python -m lessons_pkg.pretrain); the
     # checkpoint holds the whole network, so loading it needs no other file.
     "fcn": Recipe(build=lambda pretrained=None: fcn.BackboneFCN(num_classes=4, upsampling="bilinear",
                                                                pretrained=pretrained),
                   num_train_images=2000, batch_size=32, lr=3e-3, warmup_steps=20, task="segmentation",
-                  crop_size=64),
+                  crop_size=64, pretrained=True),
+    "faster_rcnn": Recipe(build=lambda pretrained=None: faster_rcnn.FasterRCNN(num_classes=4,
+                                                                            pretrained_backbone=pretrained),
+                          num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
 }
 PRETRAINED_BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbone.pt"
 
@@ -90,7 +94,7 @@ def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[name]
     train.seed_everything(seed)
-    model = recipe.build(PRETRAINED_BACKBONE) if recipe.task == "segmentation" else recipe.build()
+    model = recipe.build(PRETRAINED_BACKBONE if recipe.pretrained else None)
     crop = segmentation_augmentation((recipe.crop_size,) * 2) if recipe.crop_size else None
     dataset = make_split("train", recipe.num_train_images, recipe.config, transforms=crop)
     start = time.perf_counter()

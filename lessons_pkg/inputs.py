@@ -19,3 +19,40 @@ def check_images(images) -> Tensor:
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype} "
                          "(divide uint8 images by 255)")
     return images
+
+
+def check_detection_targets(targets, batch_size: int, num_classes: int | None = None) -> None:
+    """Raise ValueError, naming the image and the key, unless ``targets`` is a list of
+    ``batch_size`` dicts with "boxes" float Tensor[N, 4] (xyxy pixels, x1 < x2 and y1 < y2,
+    finite) and, when ``num_classes`` is given, "labels" int64 Tensor[N] in 1..C.
+
+    Shapes and dtypes are checked always (free); values only on CPU tensors, where reading them
+    costs nothing (on a GPU it would make every training step wait). A degenerate box would
+    turn a regression target into log(0).
+    """
+    if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
+        got = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
+    keys = ("boxes", "labels") if num_classes is not None else ("boxes",)
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict) or any(k not in t for k in keys):
+            got = sorted(t) if isinstance(t, dict) else type(t).__name__
+            raise ValueError(f"target {i}: expected a dict with {' and '.join(repr(k) for k in keys)}, got {got}")
+        boxes = t["boxes"]
+        if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 or boxes.shape[1] != 4:
+            got = f"{boxes.dtype} {list(boxes.shape)}" if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"target {i} 'boxes': expected a float Tensor[N, 4] (xyxy pixels), got {got}")
+        if boxes.device.type == "cpu" and len(boxes):
+            if not bool(torch.isfinite(boxes).all()):
+                raise ValueError(f"target {i} 'boxes': expected finite values, got {boxes.tolist()}")
+            bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+            if bool(bad.any()):
+                raise ValueError(f"target {i} 'boxes': expected x1 < x2 and y1 < y2, got {boxes[bad].tolist()}")
+        if num_classes is None:
+            continue
+        labels = t["labels"]
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != (len(boxes),):
+            got = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"target {i} 'labels': expected an int64 Tensor[{len(boxes)}], got {got}")
+        if labels.device.type == "cpu" and len(labels) and (labels.min() < 1 or labels.max() > num_classes):
+            raise ValueError(f"target {i} 'labels': expected values in 1..{num_classes}, got {labels.tolist()}")

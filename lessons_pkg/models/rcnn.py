@@ -1,0 +1,338 @@
+"""R-CNN and Fast R-CNN: classify and refine region proposals.
+
+Both take the proposals of an image (selective search, :mod:`lessons_pkg.models.proposals`) and
+answer, for each: which class (or background), and how to move its box onto the object (four
+regression deltas per class). They differ in *where the CNN runs*:
+
+  * R-CNN (Girshick et al. 2014) cuts every proposal out of the **image**, warps it to a fixed
+    S x S crop and runs the CNN on each crop: one CNN pass per proposal;
+  * Fast R-CNN (Girshick 2015) runs the CNN **once per image** and cuts every proposal out of the
+    **feature map** with RoI Pool (or RoI Align): P x P bins of features per proposal, then
+    shared fully connected layers.
+
+Everything after the crop is shared (:class:`RoIHeads`): matching proposals to objects
+(IoU >= 0.5: that object's class; below: background), a balanced sample of them for the loss
+(cross-entropy + smooth L1 on the true class's deltas), and at test time decoding, per-class
+NMS and the top detections. Faster R-CNN (:mod:`faster_rcnn`) keeps these heads and learns the
+proposals too.
+
+Shape key
+    B   images                     K   proposals (RoIs) over the batch, K_i of image i
+    C   object classes, labels 1..C; the heads score C + 1 (index 0 is background)
+    D   feature channels (64)      h, w  feature map (H / 8, W / 8)
+    P   pooled bins (7)            S   R-CNN's crop side (32 pixels)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import boxes as box_ops
+from .. import matching, ops
+from ..inputs import check_detection_targets, check_images
+from . import proposals as proposal_methods
+
+STRIDE = 8  # the feature map of backbone_features: 1/8 of the image
+
+
+# ----------------------------------------------------------------------------- backbone
+class FeatureExtractor(nn.Module):
+    """The first three stages of the course's residual backbone (``localizer.Backbone``):
+    Tensor[B, 3, H, W] -> Tensor[B, 64, H / 8, W / 8] (a 16 x 16 map for 128-pixel images,
+    fine enough for objects of 12 pixels). Subtracts each image's mean colour, as the backbone
+    does, so that its pretrained weights apply."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.stem, self.blocks = backbone.stem, backbone.blocks[:2]
+        self.out_channels, self.stride = backbone.widths[2], STRIDE
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images - images.mean(dim=(2, 3), keepdim=True)
+        return self.blocks(self.stem(x.contiguous(memory_format=torch.channels_last)))
+
+
+def backbone_features(pretrained=None) -> FeatureExtractor:
+    """A :class:`FeatureExtractor`, from the weights of ``python -m lessons_pkg.pretrain`` when
+    ``pretrained`` (a path) is given."""
+    from .localizer import Backbone, load_pretrained_backbone  # the backbone these models extend
+
+    backbone = Backbone((16, 32, 64, 128))
+    if pretrained is not None:
+        load_pretrained_backbone(backbone, pretrained)
+    return FeatureExtractor(backbone)
+
+
+# ----------------------------------------------------------------------------- box heads
+class MLPBoxHead(nn.Module):
+    """Two shared fully connected layers, then a classifier and a per-class box regressor
+    (torchvision's TwoMLPHead + FastRCNNPredictor).
+
+    pooled Tensor[K, D, P, P] -> (class_logits Tensor[K, C + 1], box_deltas Tensor[K, 4 (C + 1)]).
+    """
+
+    def __init__(self, in_channels: int, pooled_size: int, num_classes: int, hidden: int = 256):
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels * pooled_size ** 2, hidden)
+        self.fc7 = nn.Linear(hidden, hidden)
+        self.cls_score = nn.Linear(hidden, num_classes + 1)
+        self.bbox_pred = nn.Linear(hidden, 4 * (num_classes + 1))
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        x = F.relu(self.fc7(F.relu(self.fc6(pooled.flatten(1)))))
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class CropCNNBoxHead(nn.Module):
+    """R-CNN's head: the whole CNN on every warped crop, then :class:`MLPBoxHead`.
+
+    crops Tensor[K, 3, S, S] -> (class_logits [K, C + 1], box_deltas [K, 4 (C + 1)]); the CNN
+    makes a (S / 8) x (S / 8) map of each crop.
+    """
+
+    def __init__(self, features: FeatureExtractor, crop_size: int, num_classes: int, hidden: int = 256):
+        super().__init__()
+        if crop_size % STRIDE:
+            raise ValueError(f"crop_size must be a multiple of {STRIDE}, got {crop_size}")
+        self.features = features
+        self.mlp = MLPBoxHead(features.out_channels, crop_size // STRIDE, num_classes, hidden)
+
+    def forward(self, crops: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mlp(self.features(crops))
+
+
+# ----------------------------------------------------------------------------- loss
+def fastrcnn_loss(class_logits: Tensor, box_deltas: Tensor, labels: Tensor,
+                  regression_targets: Tensor) -> dict[str, Tensor]:
+    """The heads' multi-task loss over K sampled proposals.
+
+    Args:
+        class_logits (Tensor[K, C + 1]); box_deltas (Tensor[K, 4 (C + 1)]).
+        labels (Tensor[K]): int64, 0 for background.
+        regression_targets (Tensor[K, 4]): encoded true boxes (used where labels > 0).
+    Returns:
+        {"loss_cls": cross-entropy (mean over K), "loss_box": smooth L1 (beta 1/9) of the true
+        class's four deltas, summed over the positives and divided by K (torchvision's
+        normalization, so an image without objects has a box loss of exactly 0)}.
+    """
+    loss_cls = F.cross_entropy(class_logits, labels)
+    positive = torch.nonzero(labels > 0).flatten()
+    deltas = box_deltas.view(len(box_deltas), -1, 4)[positive, labels[positive]]
+    loss_box = F.smooth_l1_loss(deltas, regression_targets[positive], beta=1 / 9, reduction="sum")
+    return {"loss_cls": loss_cls, "loss_box": loss_box / max(labels.numel(), 1)}
+
+
+# ----------------------------------------------------------------------------- the shared heads
+class RoIHeads(nn.Module):
+    """From proposals to detections (or losses), around a pooler and a box head.
+
+    Args:
+        pooler: ``pooler(features, proposals) -> pooled``: cuts each proposal (a list of
+            Tensor[K_i, 4] in image pixels) out of ``features`` (a feature map, or the images).
+        box_head: pooled -> (class_logits [K, C + 1], box_deltas [K, 4 (C + 1)]).
+        fg_iou, bg_iou: a proposal with IoU >= fg_iou with an object takes its class; below
+            bg_iou it is background; in between, ignored.
+        batch_size_per_image, positive_fraction: the sample that trains the heads (at most a
+            quarter of positives by default).
+        score_threshold, nms_threshold, detections_per_image: test-time post-processing.
+        box_weights: the box coder's weights (dx, dy, dw, dh).
+        add_gt_as_proposals: add the true boxes to the proposals in training (so every object
+            has at least one perfect positive, as torchvision does).
+    """
+
+    def __init__(self, pooler: Callable[[Tensor, list[Tensor]], Tensor], box_head: nn.Module, num_classes: int,
+                 fg_iou: float = 0.5, bg_iou: float = 0.5, batch_size_per_image: int = 128,
+                 positive_fraction: float = 0.25, score_threshold: float = 0.05, nms_threshold: float = 0.5,
+                 detections_per_image: int = 100, box_weights=(10.0, 10.0, 5.0, 5.0),
+                 add_gt_as_proposals: bool = True, seed: int = 0):
+        super().__init__()
+        self.pooler, self.box_head, self.num_classes = pooler, box_head, num_classes
+        self.fg_iou, self.bg_iou = fg_iou, bg_iou
+        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
+        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        self.detections_per_image, self.box_weights = detections_per_image, tuple(box_weights)
+        self.add_gt_as_proposals = add_gt_as_proposals
+        self.generator = torch.Generator().manual_seed(seed)  # the sampler's stream (CPU)
+
+    def select_training_samples(self, proposals: list[Tensor], targets: list[dict]
+                                ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Match and sample each image's proposals.
+
+        Returns (sampled proposals per image, labels int64[K], regression targets Tensor[K, 4]).
+        """
+        sampled, all_labels, all_targets = [], [], []
+        for props, target in zip(proposals, targets):
+            gt, gt_labels = target["boxes"], target["labels"]
+            if self.add_gt_as_proposals:
+                props = torch.cat([props, gt.to(props.dtype)])
+            matches = matching.match_boxes(box_ops.box_iou(gt, props), self.fg_iou, self.bg_iou)
+            pos, neg = matching.sample_balanced(matches, self.batch_size_per_image, self.positive_fraction,
+                                                self.generator)
+            keep = torch.cat([pos, neg])
+            labels = torch.zeros(len(keep), dtype=torch.int64, device=props.device)
+            labels[:len(pos)] = gt_labels[matches[pos]]
+            reg = torch.zeros(len(keep), 4, dtype=props.dtype, device=props.device)
+            if len(pos):
+                reg[:len(pos)] = box_ops.encode_boxes(gt[matches[pos]], props[pos], self.box_weights)
+            sampled.append(props[keep])
+            all_labels.append(labels)
+            all_targets.append(reg)
+        return sampled, torch.cat(all_labels), torch.cat(all_targets)
+
+    def postprocess(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor],
+                    image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """Scores and per-class boxes -> one dict of detections per image: every (proposal,
+        class) pair is a candidate, decoded with that class's deltas and clipped; candidates
+        under ``score_threshold`` or smaller than 0.01 pixel go; per-class NMS; the best
+        ``detections_per_image`` stay."""
+        probs = class_logits.softmax(dim=1)
+        k, c1 = probs.shape
+        boxes = box_ops.decode_boxes(box_deltas.view(k, c1, 4), torch.cat(proposals)[:, None, :], self.box_weights)
+        boxes = box_ops.clip_boxes_to_image(boxes, image_size)
+        labels = torch.arange(c1, device=probs.device).expand(k, c1)
+        detections = []
+        for b, s, lb in zip(boxes.split([len(p) for p in proposals]), probs.split([len(p) for p in proposals]),
+                            labels.split([len(p) for p in proposals])):
+            b, s, lb = b[:, 1:].reshape(-1, 4), s[:, 1:].reshape(-1), lb[:, 1:].reshape(-1)  # drop background
+            keep = torch.nonzero(s > self.score_threshold).flatten()
+            keep = keep[box_ops.remove_small_boxes(b[keep], 1e-2)]
+            b, s, lb = b[keep], s[keep], lb[keep]
+            keep = ops.batched_nms(b, s, lb, self.nms_threshold)[:self.detections_per_image]
+            detections.append({"boxes": b[keep], "labels": lb[keep], "scores": s[keep]})
+        return detections
+
+    def forward(self, features: Tensor, proposals: list[Tensor], image_size: tuple[int, int],
+                targets: list[dict] | None = None) -> tuple[list[dict], dict[str, Tensor]]:
+        """Train: ([], {"loss_cls", "loss_box"}). Eval: (one dict per image, {})."""
+        if self.training:
+            if targets is None:
+                raise ValueError("in train mode the heads need targets")
+            proposals, labels, regression_targets = self.select_training_samples(proposals, targets)
+            class_logits, box_deltas = self.box_head(self.pooler(features, proposals))
+            return [], fastrcnn_loss(class_logits, box_deltas, labels, regression_targets)
+        class_logits, box_deltas = self.box_head(self.pooler(features, proposals))
+        return self.postprocess(class_logits, box_deltas, proposals, image_size), {}
+
+
+# ----------------------------------------------------------------------------- inputs
+def image_proposals(images: Tensor, targets: list[dict] | None, proposals: list[Tensor] | None,
+                    top_k: int) -> list[Tensor]:
+    """Each image's proposals: given as ``proposals``, or in ``targets[i]["proposals"]`` (see
+    :class:`WithProposals`), or else computed now by selective search (about 0.1 s per
+    128-pixel image on a CPU). At most ``top_k`` per image, on the images' device."""
+    if proposals is None and targets is not None and all("proposals" in t for t in targets):
+        proposals = [t["proposals"] for t in targets]
+    if proposals is None:
+        proposals = [proposal_methods.selective_search(image)[0] for image in images]
+    if len(proposals) != len(images):
+        raise ValueError(f"got proposals for {len(proposals)} images, expected {len(images)}")
+    for i, p in enumerate(proposals):
+        box_ops.check_boxes(p, f"proposals of image {i}", ndim=2)
+    return [p[:top_k].to(images.device, images.dtype) for p in proposals]
+
+
+class WithProposals(torch.utils.data.Dataset):
+    """A detection dataset whose targets also hold ``"proposals"`` (Tensor[K, 4], best first),
+    computed once per image by ``method`` (selective search by default) and kept in memory:
+    R-CNN and Fast R-CNN train over the same images many times."""
+
+    def __init__(self, dataset, top_k: int = 300, method: Callable | None = None):
+        self.dataset, self.top_k = dataset, top_k
+        self.method = method if method is not None else (lambda image: proposal_methods.selective_search(image)[0])
+        self._cache: dict[int, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        if index not in self._cache:
+            self._cache[index] = self.method(image)[:self.top_k]
+        return image, {**target, "proposals": self._cache[index]}
+
+
+# ----------------------------------------------------------------------------- the two models
+class _ProposalDetector(nn.Module):
+    """The contract shared by R-CNN and Fast R-CNN (README): ``model(images, targets)`` ->
+    {"loss_cls", "loss_box"}; ``model(images)`` -> one dict per image. Proposals come from
+    ``proposals=`` or the targets' "proposals" (see :func:`image_proposals`)."""
+
+    roi_heads: RoIHeads
+
+    def __init__(self, num_classes: int, proposals_per_image: int):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes, self.proposals_per_image = num_classes, proposals_per_image
+
+    def features(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, images, targets: list[dict] | None = None, proposals: list[Tensor] | None = None):
+        images = check_images(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes' and 'labels')")
+            check_detection_targets(targets, len(images), self.num_classes)
+        props = image_proposals(images, targets, proposals, self.proposals_per_image)
+        detections, losses = self.roi_heads(self.features(images), props, tuple(images.shape[-2:]),
+                                            targets if self.training else None)
+        return losses if self.training else detections
+
+
+class FastRCNN(_ProposalDetector):
+    """Fast R-CNN: the CNN once per image, proposals cropped from its feature map.
+
+    ``pool="roi_pool"`` (the paper's max pooling over quantized bins) or ``"roi_align"``
+    (bilinear samples, no quantization; Mask R-CNN's fix).
+    """
+
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_pool",
+                 pooled_size: int = 7, proposals_per_image: int = 300, **head_settings):
+        super().__init__(num_classes, proposals_per_image)
+        if pool not in ("roi_pool", "roi_align"):
+            raise ValueError(f"unknown pool {pool!r}; choose 'roi_pool' or 'roi_align'")
+        self.backbone = backbone_features(pretrained_backbone)
+        self.pool, self.pooled_size = pool, pooled_size
+        self.roi_heads = RoIHeads(self.crop_features, MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes),
+                                  num_classes, **head_settings)
+
+    def crop_features(self, features: Tensor, proposals: list[Tensor]) -> Tensor:
+        """proposals (image pixels) -> Tensor[K, D, P, P] cut out of the stride-8 feature map."""
+        if self.pool == "roi_pool":
+            return ops.roi_pool(features, proposals, self.pooled_size, spatial_scale=1 / STRIDE)
+        return ops.roi_align(features, proposals, self.pooled_size, spatial_scale=1 / STRIDE, sampling_ratio=2,
+                             aligned=True)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+
+class RCNN(_ProposalDetector):
+    """R-CNN: every proposal warped out of the image to S x S pixels, the CNN run on each crop.
+
+    The cost is one CNN pass per proposal, so it classifies fewer proposals per image in
+    training (``batch_size_per_image``) and at test time (``proposals_per_image``).
+    """
+
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, crop_size: int = 32,
+                 proposals_per_image: int = 300, **head_settings):
+        super().__init__(num_classes, proposals_per_image)
+        self.crop_size = crop_size
+        head = CropCNNBoxHead(backbone_features(pretrained_backbone), crop_size, num_classes)
+        self.roi_heads = RoIHeads(self.warp_crops, head, num_classes, **head_settings)
+
+    def warp_crops(self, images: Tensor, proposals: list[Tensor]) -> Tensor:
+        """proposals -> Tensor[K, 3, S, S]: each box of the image resized to S x S (RoI Align
+        with bilinear samples: the "warp" of the paper, without its context padding)."""
+        return ops.roi_align(images, proposals, self.crop_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+    def features(self, images: Tensor) -> Tensor:
+        return images  # the CNN runs inside the head, once per crop
