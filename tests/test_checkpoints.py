@@ -10,7 +10,8 @@ import torch
 from lessons_pkg import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt" for name in ("sliding_window", "fcn")}
+COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
+             for name in ("sliding_window", "fcn", "rcnn", "fast_rcnn", "faster_rcnn")}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +41,8 @@ def test_record_says_how_to_reproduce_it(name):
 def test_recorded_map_reproduces(name):
     model, record = checkpoints.load(name, COMMITTED[name])
     val = record["val"]
-    result = checkpoints.validation_record(record["task"], model, val["config"], val["num_images"])
+    result = checkpoints.validation_record(record["task"], model, val["config"], val["num_images"],
+                                           record["proposals"])
     # Float arithmetic differs a little across machines and thread counts: a detection may flip.
     keys = ["miou", "pixel_accuracy"] if record["task"] == "segmentation" else ["map_50", "map"]
     for key in keys:

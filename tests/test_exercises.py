@@ -73,3 +73,19 @@ def test_check_miou(capsys):
     assert "left out of the mean" in capsys.readouterr().out
     assert not exercises.check_miou(lambda p, t, k: (p == t).float().mean())  # pixel accuracy is not mIoU
     assert "everything called background" in capsys.readouterr().out
+
+
+def test_check_encode_boxes(capsys):
+    from lessons_pkg import boxes
+
+    assert exercises.check_encode_boxes(lambda g, p: boxes.encode_boxes(g, p))
+    assert "all 5 cases pass" in capsys.readouterr().out
+
+    def corners_not_centres(g, p):  # dx from the left edges instead of the centres
+        pw, ph = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1]
+        gw, gh = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
+        return torch.stack([10 * (g[:, 0] - p[:, 0]) / pw, 10 * (g[:, 1] - p[:, 1]) / ph,
+                            5 * torch.log(gw / pw), 5 * torch.log(gh / ph)], dim=1)
+
+    assert not exercises.check_encode_boxes(corners_not_centres)
+    assert "twice as tall" in capsys.readouterr().out

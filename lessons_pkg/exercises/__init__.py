@@ -10,3 +10,4 @@ from .boxes import check_iou  # noqa: F401
 from .localization import check_multitask_loss  # noqa: F401
 from .segmentation import check_conv_transpose1d, check_miou  # noqa: F401
 from .sliding_window import check_linear_to_conv  # noqa: F401
+from .rcnn import check_encode_boxes  # noqa: F401
