@@ -89,3 +89,25 @@ def test_check_encode_boxes(capsys):
 
     assert not exercises.check_encode_boxes(corners_not_centres)
     assert "twice as tall" in capsys.readouterr().out
+
+
+def upsample2(x, clamp=True):
+    """Bilinear upsampling by 2 written out, with (or without) the border clamp."""
+    def coords(n):
+        src = (torch.arange(2 * n, dtype=torch.float32) + 0.5) / 2 - 0.5
+        if clamp:
+            src = src.clamp(min=0)
+        lo = src.floor().long()
+        return lo, (lo + 1).clamp(max=n - 1), src - lo
+    (y0, y1, wy), (x0, x1, wx) = coords(x.shape[-2]), coords(x.shape[-1])
+    rows = x[..., y0, :] * (1 - wy)[:, None] + x[..., y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+
+
+def test_check_bilinear_upsample(capsys):
+    assert exercises.check_bilinear_upsample(upsample2)
+    assert "all 5 cases pass" in capsys.readouterr().out
+    assert not exercises.check_bilinear_upsample(lambda x: upsample2(x, clamp=False))  # index -1 wraps around
+    assert "first wrong output pixel [0, 0, 0, 0]" in capsys.readouterr().out
+    assert not exercises.check_bilinear_upsample(lambda x: x.repeat_interleave(2, -1).repeat_interleave(2, -2))
+    assert "3 x 4 ramp" in capsys.readouterr().out

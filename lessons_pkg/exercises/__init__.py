@@ -8,6 +8,6 @@ Notebooks use ``from lessons_pkg import exercises`` then ``exercises.check_...``
 from .shapes import check_masks_to_boxes  # noqa: F401
 from .boxes import check_iou  # noqa: F401
 from .localization import check_multitask_loss  # noqa: F401
-from .segmentation import check_conv_transpose1d, check_miou  # noqa: F401
+from .segmentation import check_bilinear_upsample, check_conv_transpose1d, check_miou  # noqa: F401
 from .sliding_window import check_linear_to_conv  # noqa: F401
 from .rcnn import check_encode_boxes  # noqa: F401

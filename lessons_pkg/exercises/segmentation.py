@@ -90,3 +90,37 @@ def check_miou(fn: Callable) -> bool:
         if not abs(got - expected) <= 1e-6:
             failures.append(f"{name}: expected mIoU {expected:.4f}, got {got:.4f}")
     return report("check_miou", failures, len(cases))
+
+
+def _upsample_cases() -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(2028)
+    ramp = torch.arange(12.0).view(1, 1, 3, 4)
+    return [
+        ("a constant map stays constant", torch.full((1, 1, 3, 3), 0.7)),
+        ("a 3 x 4 ramp 0..11", ramp),
+        ("random values, 2 images x 3 channels x 5 x 6", torch.rand(2, 3, 5, 6, generator=g)),
+        ("a single pixel becomes a 2 x 2 block", torch.tensor([[[[4.0]]]])),
+        ("a non-square 1 x 7 map", torch.rand(1, 2, 1, 7, generator=g)),
+    ]
+
+
+def check_bilinear_upsample(fn: Callable) -> bool:
+    """Checks ``fn(x: Tensor[B, C, H, W]) -> Tensor[B, C, 2H, 2W]``, bilinear upsampling by 2,
+    against ``F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)``: output
+    pixel i samples input position (i + 0.5) / 2 - 0.5, clamped at 0 (and at H - 1)."""
+    failures = []
+    cases = _upsample_cases()
+    for name, x in cases:
+        expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        try:
+            got = torch.as_tensor(fn(x.clone()))
+        except Exception as e:  # the reader's bug, shown rather than raised
+            failures.append(f"{name}: raised {type(e).__name__}: {e}")
+            continue
+        if got.shape != expected.shape:
+            failures.append(f"{name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+        elif not torch.allclose(got.float(), expected, atol=1e-5):
+            wrong = ((got.float() - expected).abs() > 1e-5).nonzero()[0].tolist()
+            failures.append(f"{name}: first wrong output pixel {wrong} (batch, channel, row, column): "
+                            f"expected {expected[tuple(wrong)].item():.4f}, got {got[tuple(wrong)].item():.4f}")
+    return report("check_bilinear_upsample", failures, len(cases))
