@@ -6,8 +6,14 @@ A chapter trains its model live for a few hundred steps (to show the loss fallin
 the checkpoint for the numbers that need a longer training. Each recipe (``RECIPES``) says how
 to build the model and train it on the shapes ``train`` split; the command writes the float32
 ``state_dict`` (loaded back with ``torch.load(..., weights_only=True)``) and, beside it, a JSON
-record: the command, the settings, the torch version, the training time and the COCO mAP on
-the first ``VAL_IMAGES`` images of the ``val`` split (a test recomputes it).
+record: the command, the settings, the torch version, the training time and the validation
+score on the first ``VAL_IMAGES`` images of the ``val`` split, COCO mAP for a detector and mIoU
+for a segmentation network (tests/test_checkpoints.py recomputes it).
+
+    python -m lessons_pkg.checkpoints fcn --out data/pretrained/fcn.pt --steps 1500 --seed 0
+    python -m lessons_pkg.checkpoints faster_rcnn --out data/pretrained/faster_rcnn.pt --steps 1500 --seed 0
+
+(the README lists every command that made a committed checkpoint).
 """
 from __future__ import annotations
 
