@@ -12,6 +12,7 @@ for a segmentation network (tests/test_checkpoints.py recomputes it).
 
     python -m lessons_pkg.checkpoints fcn --out data/pretrained/fcn.pt --steps 1500 --seed 0
     python -m lessons_pkg.checkpoints faster_rcnn --out data/pretrained/faster_rcnn.pt --steps 1500 --seed 0
+    python -m lessons_pkg.checkpoints ssd --out data/pretrained/ssd.pt --steps 1500 --seed 0
 
 (the README lists every command that made a committed checkpoint).
 """
@@ -31,7 +32,7 @@ from torch import nn
 
 from . import metrics, train
 from .data import collate_detection, make_split, segmentation_augmentation
-from .models import faster_rcnn, fcn, rcnn, sliding_window
+from .models import faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
 
 VAL_IMAGES = 64
 
@@ -46,7 +47,7 @@ class Recipe:
     lr: float = 3e-3
     warmup_steps: int = 50
     config: str = "default"
-    task: str = "detection"  # or "segmentation": the validation metric (COCO mAP or mIoU)
+    task: str = "detection"  # "segmentation" (mIoU) or "instance" (box and mask COCO mAP)
     crop_size: int | None = None  # train on random square crops of this side (segmentation)
     pretrained: bool = False  # start the backbone from data/pretrained/backbone.pt
     proposals: bool = False  # the model reads selective-search proposals (rcnn.WithProposals), train and val
@@ -73,17 +74,49 @@ RECIPES: dict[str, Recipe] = {
                         proposals=True),
     "rcnn": Recipe(build=lambda pretrained=None: rcnn.RCNN(num_classes=4, pretrained_backbone=pretrained),
                    num_train_images=500, batch_size=8, lr=1e-3, warmup_steps=50, pretrained=True, proposals=True),
+    # The single-shot detectors, the same budget and backbone as Faster R-CNN. SSD's two
+    # variants change only how the background default boxes enter the classification loss.
+    "yolo": Recipe(build=lambda pretrained=None: yolo.YOLO(num_classes=4, pretrained_backbone=pretrained),
+                   num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
+    "ssd": Recipe(build=lambda pretrained=None: ssd.SSD(num_classes=4, pretrained_backbone=pretrained),
+                  num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
+    "ssd_focal": Recipe(build=lambda pretrained=None: ssd.SSD(num_classes=4, pretrained_backbone=pretrained,
+                                                              negatives="focal"),
+                        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
+    "ssd_random": Recipe(build=lambda pretrained=None: ssd.SSD(num_classes=4, pretrained_backbone=pretrained,
+                                                               negatives="random"),
+                         num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
+    # Mask R-CNN and its two ablations (RoI Pool instead of RoI Align; one mask per RoI instead
+    # of one per class), the same budget.
+    "mask_rcnn": Recipe(build=lambda pretrained=None: mask_rcnn.MaskRCNN(num_classes=4, pretrained_backbone=pretrained),
+                        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True,
+                        task="instance"),
+    "mask_rcnn_roi_pool": Recipe(build=lambda pretrained=None: mask_rcnn.MaskRCNN(
+        num_classes=4, pretrained_backbone=pretrained, pool="roi_pool"),
+        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True, task="instance"),
+    "mask_rcnn_agnostic": Recipe(build=lambda pretrained=None: mask_rcnn.MaskRCNN(
+        num_classes=4, pretrained_backbone=pretrained, class_agnostic=True),
+        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True, task="instance"),
+    # The outside reference point: torchvision's SSDLite from random weights, the same budget
+    # (1500 steps of 8 images) as Faster R-CNN; it cannot use our backbone.
+    "ssdlite": Recipe(build=lambda pretrained=None: reference.SSDLite(num_classes=4),
+                      num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50),
 }
 PRETRAINED_BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbone.pt"
 
 
 def validation_map(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
-                   device: torch.device | str = "cpu", proposals: bool = False) -> dict:
+                   device: torch.device | str = "cpu", proposals: bool = False, iou_type: str = "bbox") -> dict:
     """COCO mAP (all of :data:`metrics.SUMMARY_KEYS`) on the first ``num_images`` val images
-    (with ``proposals``, each image's selective-search proposals in its target)."""
+    (with ``proposals``, each image's selective-search proposals in its target). ``iou_type``
+    "bbox", "segm" (masks), or "both": {"bbox": ..., "segm": ...} from one pass."""
     dataset = make_split("val", num_images, config)
     loader = train.make_loader(rcnn.WithProposals(dataset) if proposals else dataset, batch_size=16, shuffle=False)
-    return train.evaluate(model, loader, device=device, metric=metrics.mean_average_precision)
+    if iou_type == "both":
+        preds, targets = train.evaluate(model, loader, device=device)
+        return {kind: metrics.mean_average_precision(preds, targets, iou_type=kind) for kind in ("bbox", "segm")}
+    return train.evaluate(model, loader, device=device,
+                          metric=lambda p, t: metrics.mean_average_precision(p, t, iou_type=iou_type))
 
 
 def validation_miou(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
@@ -100,6 +133,10 @@ def validation_record(task: str, model: nn.Module, config: str, num_images: int,
         r = validation_miou(model, config, num_images)
         return {"miou": round(r["miou"], 6), "pixel_accuracy": round(r["pixel_accuracy"], 6),
                 "iou_per_class": [round(float(v), 6) for v in r["iou_per_class"]]}
+    if task == "instance":   # box mAP at the top level (as for every detector), mask mAP under "segm"
+        r = validation_map(model, config, num_images, proposals=proposals, iou_type="both")
+        return {**{k: round(float(r["bbox"][k]), 6) for k in metrics.SUMMARY_KEYS},
+                "segm": {k: round(float(r["segm"][k]), 6) for k in metrics.SUMMARY_KEYS}}
     r = validation_map(model, config, num_images, proposals=proposals)
     return {k: round(float(r[k]), 6) for k in metrics.SUMMARY_KEYS}
 

@@ -11,7 +11,7 @@ from lessons_pkg import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
-             for name in ("sliding_window", "fcn", "rcnn", "fast_rcnn", "faster_rcnn")}
+             for name in ("sliding_window", "fcn", "rcnn", "fast_rcnn", "faster_rcnn", "yolo", "ssd")}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,6 +47,9 @@ def test_recorded_map_reproduces(name):
     keys = ["miou", "pixel_accuracy"] if record["task"] == "segmentation" else ["map_50", "map"]
     for key in keys:
         assert result[key] == pytest.approx(val[key], abs=0.01), key
+    if record["task"] == "instance":
+        for key in ("map_50", "map"):
+            assert result["segm"][key] == pytest.approx(val["segm"][key], abs=0.01), f"segm {key}"
 
 
 def test_missing_checkpoint_names_the_file_and_the_command(tmp_path):

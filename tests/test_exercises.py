@@ -111,3 +111,77 @@ def test_check_bilinear_upsample(capsys):
     assert "first wrong output pixel [0, 0, 0, 0]" in capsys.readouterr().out
     assert not exercises.check_bilinear_upsample(lambda x: x.repeat_interleave(2, -1).repeat_interleave(2, -2))
     assert "3 x 4 ramp" in capsys.readouterr().out
+
+
+def test_check_pareto_front(capsys):
+    from lessons_pkg import detector_speed
+
+    assert exercises.check_pareto_front(detector_speed.pareto_front)
+    assert "all 8 cases pass" in capsys.readouterr().out
+
+    def strict_only(ms, acc):  # forgets that a tie on one axis still dominates
+        return ~((ms[None, :] < ms[:, None]) & (acc[None, :] > acc[:, None])).any(dim=1)
+
+    assert not exercises.check_pareto_front(strict_only)
+    assert "equally fast, less accurate" in capsys.readouterr().out
+
+
+def test_check_hard_negatives_agrees_with_the_ssd_loss(capsys):
+    """The checker's loop is the rule of ssd.ssd_loss(negatives="hard"): the loss over the
+    positives and the negatives it picks equals the package's loss."""
+    import torch.nn.functional as F
+
+    from lessons_pkg.exercises.single_shot import _reference
+    from lessons_pkg.models import ssd
+
+    def vectorized(ce, positive, ratio):
+        rank = ce.masked_fill(positive, -float("inf")).argsort(dim=1, descending=True).argsort(dim=1)
+        return (rank < ratio * positive.sum(dim=1, keepdim=True)) & ~positive
+
+    assert exercises.check_hard_negatives(vectorized)
+    assert "all 5 cases pass" in capsys.readouterr().out
+    assert not exercises.check_hard_negatives(lambda ce, pos, r: vectorized(ce, torch.zeros_like(pos), r) & ~pos)
+    assert "should" in capsys.readouterr().out
+
+    torch.manual_seed(0)
+    model = ssd.SSD(num_classes=4)
+    defaults = model.default_boxes((128, 128))
+    d = len(defaults)
+    logits, deltas = torch.randn(2, d, 5), torch.randn(2, d, 4) * 0.1
+    targets = [{"boxes": torch.tensor([[10.0, 12, 40, 50], [60, 60, 100, 90]]), "labels": torch.tensor([1, 3])},
+               {"boxes": torch.tensor([[30.0, 30, 60, 70]]), "labels": torch.tensor([2])}]
+    labels = torch.zeros(2, d, dtype=torch.int64)
+    for i, t in enumerate(targets):
+        m = ssd.match_default_boxes(t["boxes"], defaults)
+        labels[i] = torch.where(m >= 0, t["labels"][m.clamp(min=0)], 0)
+    ce = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), reduction="none").view(2, d)
+    chosen = (labels > 0) | _reference(ce, labels > 0, 3)
+    expected = ce[chosen].sum() / (labels > 0).sum()
+    got = ssd.ssd_loss(logits, deltas, defaults, targets)["loss_cls"]
+    torch.testing.assert_close(got, expected)
+
+
+def test_check_mask_target(capsys):
+    import torch.nn.functional as F
+
+    def right(mask, box, size):
+        h, w = mask.shape
+        x1, y1, x2, y2 = box.tolist()
+        t = (torch.arange(size) + 0.5) / size
+        gx, gy = 2 * (x1 + t * (x2 - x1)) / w - 1, 2 * (y1 + t * (y2 - y1)) / h - 1
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+        return F.grid_sample(mask[None, None], grid, align_corners=False)[0, 0]
+
+    assert exercises.check_mask_target(right)
+    assert "all 5 cases pass" in capsys.readouterr().out
+
+    def corners(mask, box, size):  # align_corners=True: half a pixel off
+        h, w = mask.shape
+        x1, y1, x2, y2 = box.tolist()
+        t = (torch.arange(size) + 0.5) / size
+        gx, gy = 2 * (x1 + t * (x2 - x1)) / (w - 1) - 1, 2 * (y1 + t * (y2 - y1)) / (h - 1) - 1
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+        return F.grid_sample(mask[None, None], grid, align_corners=True)[0, 0]
+
+    assert not exercises.check_mask_target(corners)
+    assert "should be" in capsys.readouterr().out

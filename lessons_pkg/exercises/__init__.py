@@ -11,3 +11,6 @@ from .localization import check_multitask_loss  # noqa: F401
 from .segmentation import check_bilinear_upsample, check_conv_transpose1d, check_miou  # noqa: F401
 from .sliding_window import check_linear_to_conv  # noqa: F401
 from .rcnn import check_encode_boxes  # noqa: F401
+from .speed import check_pareto_front  # noqa: F401
+from .single_shot import check_hard_negatives  # noqa: F401
+from .mask_rcnn import check_mask_target  # noqa: F401

@@ -161,13 +161,15 @@ class RoIHeads(nn.Module):
         self.add_gt_as_proposals = add_gt_as_proposals
         self.generator = torch.Generator().manual_seed(seed)  # the sampler's stream (CPU)
 
-    def select_training_samples(self, proposals: list[Tensor], targets: list[dict]
-                                ) -> tuple[list[Tensor], Tensor, Tensor]:
+    def select_training_samples(self, proposals: list[Tensor], targets: list[dict], return_matched: bool = False
+                                ) -> tuple[list[Tensor], Tensor, Tensor] | tuple[list[Tensor], Tensor, Tensor, Tensor]:
         """Match and sample each image's proposals.
 
-        Returns (sampled proposals per image, labels int64[K], regression targets Tensor[K, 4]).
+        Returns (sampled proposals per image, labels int64[K], regression targets Tensor[K, 4]);
+        with ``return_matched``, also int64[K]: the index of each sample's object among its
+        image's targets (-1 for background), e.g. to find the object's mask (Mask R-CNN).
         """
-        sampled, all_labels, all_targets = [], [], []
+        sampled, all_labels, all_targets, all_matched = [], [], [], []
         for props, target in zip(proposals, targets):
             gt, gt_labels = target["boxes"], target["labels"]
             if self.add_gt_as_proposals:
@@ -184,7 +186,9 @@ class RoIHeads(nn.Module):
             sampled.append(props[keep])
             all_labels.append(labels)
             all_targets.append(reg)
-        return sampled, torch.cat(all_labels), torch.cat(all_targets)
+            all_matched.append(torch.cat([matches[pos], matches.new_full((len(neg),), -1)]))
+        out = sampled, torch.cat(all_labels), torch.cat(all_targets)
+        return (*out, torch.cat(all_matched)) if return_matched else out
 
     def postprocess(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor],
                     image_size: tuple[int, int]) -> list[dict[str, Tensor]]:

@@ -1,0 +1,49 @@
+"""Exercise checker of the chapter "Instance segmentation with Mask R-CNN"."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .. import ops
+from ..data.shapes import shape_mask
+from ._report import report
+
+
+def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
+    """(name, mask float[H, W], box [4] xyxy pixels inside the image, M)."""
+    g = torch.Generator().manual_seed(11)
+    star = torch.from_numpy(shape_mask("star", (30.0, 26.0), 18.0, 0.3, (64, 64)).astype("float32"))
+    square = torch.zeros(40, 50)
+    square[10:30, 12:40] = 1.0
+    noise = torch.rand(48, 40, generator=g)
+    return [
+        ("a filled rectangle, its own box: all ones", square, torch.tensor([12.0, 10.0, 40.0, 30.0]), 7),
+        ("a rectangle, a larger box: a 1-pixel-sharp edge", square, torch.tensor([8.0, 6.0, 44.0, 34.0]), 9),
+        ("a star, a box off the pixel grid, M = 28", star, torch.tensor([11.3, 8.6, 49.2, 44.9]), 28),
+        ("random values, a tall box", noise, torch.tensor([5.5, 2.0, 20.5, 45.0]), 14),
+        ("random values, a box smaller than a pixel per bin", noise, torch.tensor([10.0, 10.0, 13.0, 12.0]), 8),
+    ]
+
+
+def check_mask_target(fn: Callable) -> bool:
+    """Checks ``fn(mask: Tensor[H, W], box: Tensor[4], size: int) -> Tensor[size, size]``: the
+    mask sampled once, bilinearly, at the centre of each of the size x size bins of the box,
+    with pixel (x, y) covering [x, x + 1) x [y, y + 1) (its value at its centre); equal to
+    ``lessons_pkg.ops.roi_align(..., spatial_scale=1, sampling_ratio=1, aligned=True)``."""
+    failures = []
+    cases = _cases()
+    for name, mask, box, size in cases:
+        expected = ops.roi_align(mask[None, None], [box[None]], size, 1.0, sampling_ratio=1, aligned=True)[0, 0]
+        try:
+            got = torch.as_tensor(fn(mask.clone(), box.clone(), size))
+        except Exception as e:  # the reader's bug, shown rather than raised
+            failures.append(f"{name}: raised {type(e).__name__}: {e}")
+            continue
+        if got.shape != expected.shape:
+            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+        elif not torch.allclose(got.float(), expected, atol=1e-4):
+            i, j = divmod(int((got.float() - expected).abs().argmax()), size)
+            failures.append(f"{name}: bin (row {i}, column {j}) should be {expected[i, j]:.4f}, got {got[i, j]:.4f} "
+                            f"(largest difference {(got.float() - expected).abs().max():.4f})")
+    return report("check_mask_target", failures, len(cases))

@@ -1,0 +1,272 @@
+"""Mask R-CNN: Faster R-CNN plus a small fully convolutional head that draws each object's mask.
+
+Mask R-CNN (He et al. 2017) keeps everything of Faster R-CNN (:mod:`faster_rcnn`) and adds a
+third output per RoI, next to its class and its box: an M x M mask (M = 28).
+
+  1. backbone, RPN and box heads exactly as in Faster R-CNN;
+  2. mask branch: RoI Align cuts a P x P (14 x 14) window of features out of the map for each
+     RoI; four 3x3 convs, a 2x2 stride-2 transposed conv (-> 28 x 28) and a 1x1 conv give one
+     mask logit map per class (or a single one, class-agnostic);
+  3. training: on the *positive* sampled proposals only, the target is the matched object's
+     mask cropped to the proposal and resized to M x M (:func:`mask_targets`), the loss a
+     per-pixel binary cross-entropy on the channel of the object's class (:func:`mask_loss`):
+     the classes do not compete for pixels, the box head already chose the class;
+  4. inference: the mask branch runs on the final detections; each detection's channel of its
+     label, through a sigmoid, is pasted back into the image inside its box (:func:`paste_masks`).
+
+RoI Align is what makes the masks line up: RoI Pool rounds every RoI and bin to the feature
+grid, an error of up to a stride (8 pixels here) that boxes tolerate and masks do not.
+``MaskRCNN(pool="roi_pool")`` puts RoI Pool back, in the box and the mask branch (the
+ablation of the paper's table 2c).
+
+Sampling convention (one for crop and paste, so they are inverses up to resampling): boxes are
+xyxy in pixel-edge coordinates, pixel (x, y) covers [x, x + 1) x [y, y + 1) and its value lives at
+its centre (x + 0.5, y + 0.5). :func:`mask_targets` averages bilinear samples of the mask in
+M x M equal bins of the box (RoI Align with ``aligned=True``); :func:`paste_masks` gives each
+image pixel whose centre lies in the box the bilinear interpolation of the M x M grid at that
+centre, bin j's value sitting at the centre of bin j, clamped to the border bins, and 0 outside
+the box.
+
+Shape key
+    B   images                 H, W  image size in pixels
+    D   feature channels       h, w  feature map (H / 8, W / 8)
+    C   object classes, labels 1..C (the mask head's channel of label c is c - 1)
+    G   objects of an image    K   RoIs (positive samples in training, detections at test time)
+    P   pooled bins of the mask branch (14)       M   mask side (28 = 2 P)
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import ops
+from ..inputs import check_detection_targets, check_images
+from . import faster_rcnn, rcnn
+
+
+# ----------------------------------------------------------------------------- the three functions
+def mask_targets(gt_masks: Tensor, matched_gt: Tensor, boxes: Tensor, size: int = 28,
+                 sampling_ratio: int = 2) -> Tensor:
+    """Each RoI's mask target: its object's mask cropped to the RoI and resized to size x size.
+
+    RoI Align on the masks themselves (torchvision's ``project_masks_on_boxes``), but with
+    ``aligned=True`` (pixel centres at +0.5, as detectron2 does, the convention of
+    :func:`paste_masks`) and a fixed ``sampling_ratio`` (2 x 2 samples per bin: our objects are
+    at most ~64 pixels, so a bin spans at most ~2.3 pixels; the adaptive -1 of torchvision
+    would make roi_align read the RoI sizes back from the device).
+
+    Args:
+        gt_masks (Tensor[G, H, W]): uint8/bool/float masks of the objects.
+        matched_gt (Tensor[K]): int64, the object (row of gt_masks) of each RoI.
+        boxes (Tensor[K, 4]): xyxy RoIs in image pixels (may reach outside the image).
+        size: M, the side of the targets.
+    Returns:
+        Tensor[K, M, M] float in [0, 1], the fraction of mask under each bin.
+    """
+    dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
+    if len(boxes) == 0:
+        return torch.zeros(0, size, size, dtype=dtype, device=boxes.device)
+    rois = torch.cat([matched_gt[:, None].to(dtype), boxes.to(dtype)], dim=1)
+    return ops.roi_align(gt_masks[:, None].to(dtype), rois, (size, size), spatial_scale=1.0,
+                         sampling_ratio=sampling_ratio, aligned=True)[:, 0]
+
+
+def mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """Per-pixel binary cross-entropy on the channel of each RoI's true class.
+
+    Args:
+        mask_logits (Tensor[K, C, M, M] or Tensor[K, 1, M, M]): class-specific (channel c - 1 for
+            label c) or class-agnostic (channel 0 for every label).
+        labels (Tensor[K]): int64 in 1..C.
+        targets (Tensor[K, M, M]): in [0, 1] (see :func:`mask_targets`).
+    Returns:
+        scalar, the mean over the K M M pixels; ``mask_logits.sum() * 0`` (0, finite, and part of
+        the graph so that backward works) when K = 0.
+    """
+    k = mask_logits.shape[0]
+    if k == 0:
+        return mask_logits.sum() * 0
+    channel = labels - 1 if mask_logits.shape[1] > 1 else torch.zeros_like(labels)
+    logits = mask_logits[torch.arange(k, device=mask_logits.device), channel]
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+
+
+def paste_masks(mask_probs: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Paste each box's M x M mask back into the image (the inverse of :func:`mask_targets`).
+
+    One ``F.grid_sample`` over all N boxes: image pixel (x, y) of box n reads the box's grid at
+    normalized coordinates g = 2 (x + 0.5 - x1) / (x2 - x1) - 1 (and likewise for y), with
+    ``align_corners=False`` (bin j's value at the centre of bin j, as mask_targets puts it),
+    bilinear, clamped to the border bins inside the box; pixels whose centre is outside the box
+    get 0. (torchvision's ``paste_masks_in_image`` instead pads the grid with a ring of zeros,
+    rounds the box to whole pixels with the legacy "+1" width and resizes: its masks fade out at
+    the box edges and sit up to half a pixel off.)
+
+    Args:
+        mask_probs (Tensor[N, M, M]): e.g. probabilities in [0, 1].
+        boxes (Tensor[N, 4]): xyxy in image pixels (a side under 1e-3 pixels counts as 1e-3).
+        image_size: (H, W).
+    Returns:
+        Tensor[N, H, W] of mask_probs' dtype.
+    """
+    h, w = int(image_size[0]), int(image_size[1])
+    n = len(boxes)
+    if n == 0:
+        return mask_probs.new_zeros((0, h, w))
+    x1, y1, x2, y2 = boxes.to(mask_probs.dtype).unbind(1)
+    xs = torch.arange(w, dtype=mask_probs.dtype, device=mask_probs.device) + 0.5  # pixel centres
+    ys = torch.arange(h, dtype=mask_probs.dtype, device=mask_probs.device) + 0.5
+    gx = 2 * (xs - x1[:, None]) / (x2 - x1).clamp(min=1e-3)[:, None] - 1      # [N, W]
+    gy = 2 * (ys - y1[:, None]) / (y2 - y1).clamp(min=1e-3)[:, None] - 1      # [N, H]
+    grid = torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=-1)
+    pasted = F.grid_sample(mask_probs[:, None], grid, mode="bilinear", padding_mode="border",
+                           align_corners=False)[:, 0]
+    inside = (gy.abs() <= 1)[:, :, None] & (gx.abs() <= 1)[:, None, :]
+    return pasted * inside
+
+
+# ----------------------------------------------------------------------------- the head
+class MaskHead(nn.Module):
+    """Four 3x3 conv + ReLU, a 2x2 stride-2 transposed conv + ReLU, a 1x1 conv (torchvision's
+    MaskRCNNHeads + MaskRCNNPredictor, narrower).
+
+    pooled Tensor[K, D, P, P] -> mask logits Tensor[K, out_channels, 2P, 2P].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 64, num_convs: int = 4):
+        super().__init__()
+        layers = []
+        for i in range(num_convs):
+            layers += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.upsample = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.predictor = nn.Conv2d(width, out_channels, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.predictor.weight, std=0.001)  # detectron2's: starts at p = 0.5, loss log 2
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.predictor(F.relu(self.upsample(self.convs(pooled))))
+
+
+# ----------------------------------------------------------------------------- inputs
+def check_mask_targets(targets: list[dict], image_size: tuple[int, int]) -> None:
+    """Raise ValueError, naming the image and the key, unless every target has "masks" Tensor[N, H, W]
+    with N its number of boxes and (H, W) the images' size (call after check_detection_targets)."""
+    h, w = image_size
+    for i, t in enumerate(targets):
+        if "masks" not in t:
+            raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (uint8[N, H, W], one per box), got keys {sorted(t)}")
+        masks, n = t["masks"], len(t["boxes"])
+        if not isinstance(masks, Tensor) or tuple(masks.shape) != (n, h, w):
+            got = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise ValueError(f"target {i} 'masks': expected a Tensor[{n}, {h}, {w}] (one mask per box, "
+                             f"the image's size), got {got}")
+
+
+# ----------------------------------------------------------------------------- the model
+class MaskRCNN(faster_rcnn.FasterRCNN):
+    """Faster R-CNN + a mask branch, in the one model contract of DESIGN.md.
+
+    ``model(images, targets)`` in train mode (targets with "masks" uint8[N, H, W]):
+    {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}.
+    ``model(images)`` in eval mode: one dict per image with "boxes" float[M, 4], "labels"
+    int64[M], "scores" float[M] and "masks" float[M, H, W], probabilities in [0, 1] (foreground
+    above 0.5; the layout of the targets' masks, where torchvision gives [M, 1, H, W]).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        pool: "roi_align" (RoI Align, aligned, 2 x 2 samples per bin) or "roi_pool", for the box
+            head's pooler and the mask branch's both.
+        class_agnostic: one mask per RoI instead of one per class.
+        mask_size, mask_pooled_size: M and P (M = 2 P: the transposed conv doubles the side).
+        mask_width: channels of the mask head's convs.
+        **faster_rcnn_settings: passed to :class:`faster_rcnn.FasterRCNN` (rpn, pooled_size,
+            box_hidden, and RoIHeads' batch_size_per_image, score_threshold, ...).
+    """
+
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_align",
+                 class_agnostic: bool = False, mask_size: int = 28, mask_pooled_size: int = 14,
+                 mask_width: int = 64, **faster_rcnn_settings):
+        if pool not in ("roi_align", "roi_pool"):
+            raise ValueError(f"unknown pool {pool!r}; choose 'roi_align' or 'roi_pool'")
+        if mask_size != 2 * mask_pooled_size:
+            raise ValueError(f"mask_size must be 2 * mask_pooled_size (the transposed conv doubles it), "
+                             f"got {mask_size} and {mask_pooled_size}")
+        super().__init__(num_classes, pretrained_backbone, **faster_rcnn_settings)
+        self.pool, self.class_agnostic, self.mask_size = pool, class_agnostic, mask_size
+        self.roi_heads.pooler = self.make_pooler(self.roi_heads.pooler.output_size)
+        self.mask_pooler = self.make_pooler(mask_pooled_size)
+        self.mask_head = MaskHead(self.backbone.out_channels, 1 if class_agnostic else num_classes, mask_width)
+
+    def make_pooler(self, output_size) -> nn.Module:
+        """RoI Align or RoI Pool (``self.pool``) from the stride-8 feature map."""
+        scale = 1 / self.backbone.stride
+        if self.pool == "roi_pool":
+            return ops.RoIPool(output_size, spatial_scale=scale)
+        return ops.RoIAlign(output_size, spatial_scale=scale, sampling_ratio=2, aligned=True)
+
+    def mask_logits(self, features: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+        """RoIs (Tensor[K, 5] or per image Tensor[K_i, 4]) -> Tensor[K, C or 1, M, M]."""
+        return self.mask_head(self.mask_pooler(features, rois))
+
+    def head_losses(self, features: Tensor, proposals: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        """The box heads' losses (as in Faster R-CNN) and "loss_mask" over the positive samples."""
+        heads = self.roi_heads
+        sampled, labels, regression_targets, matched = heads.select_training_samples(
+            proposals, targets, return_matched=True)
+        class_logits, box_deltas = heads.box_head(heads.pooler(features, sampled))
+        losses = rcnn.fastrcnn_loss(class_logits, box_deltas, labels, regression_targets)
+        # Every sample's image, and its object as a row of all the batch's masks (its index in
+        # its image, offset by the objects of the earlier images); then the positives only (one
+        # sync, as in fastrcnn_loss). Offsets are Python ints: no host-to-device copy.
+        dev, sizes = labels.device, [len(p) for p in sampled]
+        image = torch.cat([torch.full((n,), i, dtype=torch.int64, device=dev) for i, n in enumerate(sizes)])
+        offsets = itertools.accumulate([len(t["boxes"]) for t in targets[:-1]], initial=0)
+        gt_row = torch.cat([m + o for m, o in zip(matched.split(sizes), offsets)])
+        positive = torch.nonzero(labels > 0).squeeze(1)
+        boxes = torch.cat(sampled)[positive]
+        logits = self.mask_logits(features, torch.cat([image[positive, None].to(boxes.dtype), boxes], dim=1))
+        gt_masks = torch.cat([t["masks"] for t in targets]).to(dev)
+        goal = mask_targets(gt_masks, gt_row[positive], boxes, self.mask_size)
+        losses["loss_mask"] = mask_loss(logits, labels[positive], goal)
+        return losses
+
+    def add_masks(self, features: Tensor, detections: list[dict], image_size: tuple[int, int]) -> list[dict]:
+        """Each detection's mask: its label's channel (channel 0 if class-agnostic), sigmoid,
+        pasted into the image; adds "masks" float[M, H, W] to every dict."""
+        boxes = [d["boxes"] for d in detections]
+        labels = torch.cat([d["labels"] for d in detections])
+        logits = self.mask_logits(features, boxes)
+        channel = torch.zeros_like(labels) if self.class_agnostic else labels - 1
+        probs = logits[torch.arange(len(labels), device=labels.device), channel].sigmoid()
+        masks = paste_masks(probs, torch.cat(boxes), image_size)
+        for d, m in zip(detections, masks.split([len(b) for b in boxes])):
+            d["masks"] = m
+        return detections
+
+    def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
+        """Training: returns {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}.
+        Eval: returns one dict per image with "boxes", "labels", "scores", "masks"."""
+        images = check_images(images)
+        image_size = tuple(images.shape[-2:])
+        if self.training:
+            if targets is None:
+                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes', "
+                                 "'labels' and 'masks')")
+            check_detection_targets(targets, len(images), self.num_classes)
+            check_mask_targets(targets, image_size)
+        else:
+            targets = None
+        features = self.backbone(images)
+        proposals, rpn_losses = self.rpn(image_size, features, targets)
+        if self.training:
+            return {**rpn_losses, **self.head_losses(features, proposals, targets)}
+        detections, _ = self.roi_heads(features, proposals, image_size)
+        return self.add_masks(features, detections, image_size)
