@@ -104,6 +104,18 @@ def test_head_rows_follow_default_boxes_and_torchvision_layout():
                                                                       torch.tensor(16 * (i + 0.5))))
 
 
+def test_prior_initialization():
+    """On a zero feature map the logits are the biases: P(background) = 1 - prior everywhere,
+    the rest shared equally by the C classes; prior None leaves torchvision's zero biases."""
+    maps = [torch.zeros(1, c, 4, 4) for c in (64, 128, 128, 128, 128)]
+    for prior, background in ((0.01, 0.99), (0.2, 0.8), (None, 1 / (C + 1))):
+        head = ssd.SSD(C, prior=prior).head
+        probabilities = head(maps)[0].softmax(dim=-1)
+        torch.testing.assert_close(probabilities[..., 0], torch.full(probabilities.shape[:2], background))
+        torch.testing.assert_close(probabilities[..., 1:], torch.full((*probabilities.shape[:2], C),
+                                                                      (1 - background) / C))
+
+
 # ----------------------------------------------------------------------------- matching
 def random_boxes(n, generator, size=128.0):
     xy = torch.rand(n, 2, generator=generator) * size * 0.8
@@ -296,9 +308,10 @@ def test_no_objects(device, negatives):
         grads = torch.autograd.grad(sum(losses.values()), (logits, deltas))
         assert all(torch.isfinite(g).all() for g in grads)
     if negatives == "hard":
-        torch.testing.assert_close(ssd.ssd_loss(logits.cpu(), deltas.cpu(), anchors.cpu(), train.move_to(empty, "cpu"))["loss_cls"],
-                                   torchvision_loss(logits.cpu(), deltas.cpu(), anchors.cpu(),
-                                                    train.move_to(empty, "cpu"))["classification"])
+        cpu = [x.detach().cpu() for x in (logits, deltas, anchors)]
+        empty = train.move_to(empty, "cpu")
+        theirs = torchvision_loss(*cpu, empty)["classification"]
+        torch.testing.assert_close(ssd.ssd_loss(*cpu, empty)["loss_cls"], theirs)
 
 
 # ----------------------------------------------------------------------------- post-processing
@@ -350,6 +363,8 @@ def test_bad_settings():
         ssd.SSDConfig(aspect_ratios=((2,),))
     with pytest.raises(ValueError, match="iou_threshold"):
         ssd.SSDConfig(iou_threshold=1.5)
+    with pytest.raises(ValueError, match="prior"):
+        ssd.SSDConfig(prior=1.0)
     with pytest.raises(ValueError, match="either"):
         ssd.SSD(C, config=ssd.SSDConfig(), negatives="focal")
     with pytest.raises(ValueError, match="num_classes"):
@@ -392,10 +407,13 @@ def test_bad_inputs(device, batch):
 
 
 # ----------------------------------------------------------------------------- the whole model
-def test_eval_contract(device, batch):
+@pytest.mark.parametrize("prior", [None, 0.01])
+def test_eval_contract(device, batch, prior):
+    """Untrained: with zero biases (prior None) there are detections; with the default prior
+    every score starts near 0.0025 < 0.01, and each image gets well-formed empty outputs."""
     images, _ = batch
     torch.manual_seed(0)
-    model = ssd.SSD(num_classes=C).to(device).eval()
+    model = ssd.SSD(num_classes=C, prior=prior).to(device).eval()
     with torch.no_grad():
         out = model(images.to(device))
         as_list = model([im.to(device) for im in images])
@@ -403,16 +421,19 @@ def test_eval_contract(device, batch):
     for d, e in zip(out, as_list):
         assert set(d) == {"boxes", "labels", "scores"}
         m = len(d["boxes"])
-        assert 0 < m <= model.config.detections_per_image
+        assert (0 < m <= model.config.detections_per_image) if prior is None else m == 0
         assert d["boxes"].shape == (m, 4) and d["labels"].shape == (m,) and d["scores"].shape == (m,)
         assert d["labels"].dtype == torch.int64 and d["boxes"].device.type == device.type
-        assert d["labels"].min() >= 1 and d["labels"].max() <= C
-        assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
-        assert (d["scores"] > model.config.score_threshold).all()
+        assert d["scores"].dtype == d["boxes"].dtype == torch.float32
+        if m:
+            assert d["labels"].min() >= 1 and d["labels"].max() <= C
+            assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
+            assert (d["scores"] > model.config.score_threshold).all()
         torch.testing.assert_close(d["boxes"], e["boxes"])
     with torch.no_grad():
         big = model(torch.rand(1, 3, 256, 128, device=device))[0]
     assert (big["boxes"][:, 1::2] <= 256).all() and (big["boxes"][:, 0::2] <= 128).all()
+    assert (len(big["boxes"]) > 0) == (prior is None)
 
 
 def test_train_losses_and_empty_targets(device, batch):

@@ -31,6 +31,7 @@ SSD's "variances" 0.1 and 0.2 (:func:`lessons_pkg.boxes.encode_boxes`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +75,7 @@ class SSDConfig:
     nms_threshold: float = 0.45
     topk_candidates: int = 400
     detections_per_image: int = 100    # 200
+    prior: float | None = 0.01         # the class head's initial P(object); None: zero biases (torchvision)
     seed: int = 0                      # the stream of the random negatives
 
     def __post_init__(self):
@@ -98,6 +100,8 @@ class SSDConfig:
         if self.neg_pos_ratio < 0 or self.min_negatives < 0:
             raise ValueError(f"neg_pos_ratio and min_negatives must be >= 0, got {self.neg_pos_ratio}, "
                              f"{self.min_negatives}")
+        if self.prior is not None and not 0 < self.prior < 1:
+            raise ValueError(f"prior must be in (0, 1) or None, got {self.prior}")
         if self.topk_candidates < 1 or self.detections_per_image < 1:
             raise ValueError(f"topk_candidates and detections_per_image must be >= 1, got "
                              f"{self.topk_candidates}, {self.detections_per_image}")
@@ -318,9 +322,17 @@ class SSDHead(nn.Module):
     maps (list of Tensor[B, D_k, h_k, w_k]) -> (class_logits Tensor[B, D, C + 1],
     box_deltas Tensor[B, D, 4]) in the default boxes' order (level, location, box): channel
     a (C + 1) + c of a location is box a's class c (torchvision's SSDHead layout).
+
+    Weights start Xavier-uniform (torchvision's). With a ``prior`` p, the background logit's
+    bias starts at log(C (1 - p) / p), so every default box starts at P(background) = 1 - p:
+    RetinaNet's initialization, here for a softmax. Without it the focal loss starts at
+    P(background) = 1 / (C + 1) on some 1500 boxes per image, a loss of ~25 per object whose
+    first steps undo the pretrained features (measured: mAP@0.5 0.80 instead of 0.92 after
+    1500 steps); hard negative mining hardly cares (0.93 either way).
     """
 
-    def __init__(self, in_channels: list[int], boxes_per_location: list[int], num_classes: int):
+    def __init__(self, in_channels: list[int], boxes_per_location: list[int], num_classes: int,
+                 prior: float | None = 0.01):
         super().__init__()
         self.num_columns = num_classes + 1
         self.cls_logits = nn.ModuleList(nn.Conv2d(c, a * self.num_columns, 3, padding=1)
@@ -330,6 +342,10 @@ class SSDHead(nn.Module):
         for conv in [*self.cls_logits, *self.bbox_pred]:
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
+        if prior is not None:
+            for conv in self.cls_logits:
+                with torch.no_grad():
+                    conv.bias.view(-1, self.num_columns)[:, 0] = math.log(num_classes * (1 - prior) / prior)
 
     @staticmethod
     def _flatten(x: Tensor, columns: int) -> Tensor:
@@ -371,7 +387,8 @@ class SSD(nn.Module):
         if pretrained_backbone is not None:
             localizer.load_pretrained_backbone(backbone, pretrained_backbone)
         self.features = SSDFeatures(backbone)
-        self.head = SSDHead(self.features.out_channels, self.config.boxes_per_location, num_classes)
+        self.head = SSDHead(self.features.out_channels, self.config.boxes_per_location, num_classes,
+                            self.config.prior)
         self._default_boxes: dict[tuple, Tensor] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
 
