@@ -129,8 +129,9 @@ def format_table(rows: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50") -> plt.Axes:
-    """Milliseconds per image (log scale) against mAP: up and to the left is better."""
+def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50", legend: bool = True) -> plt.Axes:
+    """Milliseconds per image (log scale) against mAP (``key``: "map_50" or "map"): up and to
+    the left is better. One marker shape per family."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
     colours = plt.get_cmap("tab10")
@@ -143,7 +144,8 @@ def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50
     ax.set_xlabel("milliseconds per image (batch 1, log scale)")
     ax.set_ylabel({"map_50": "mAP@0.5", "map": "mAP@[.5:.95]"}[key])
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if legend:
+        ax.legend(fontsize=8, loc="best")
     return ax
 
 

@@ -1,4 +1,10 @@
-"""How every checker reports: a verdict line, True when all cases pass."""
+"""How every checker runs the reader's function and reports: a verdict line, True when all
+cases pass."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
 
 
 def report(name: str, failures: list[str], n_cases: int) -> bool:
@@ -8,3 +14,35 @@ def report(name: str, failures: list[str], n_cases: int) -> bool:
         return False
     print(f"{name}: all {n_cases} cases pass.")
     return True
+
+
+def check_cases(name: str, fn: Callable, cases: Sequence[tuple], reference: Callable,
+                mismatch: Callable[..., str | None], shape_hint: str = "") -> bool:
+    """Run ``fn`` on every case and compare it with ``reference``.
+
+    Args:
+        name: the checker's name, first word of the verdict.
+        fn: the reader's function.
+        cases: (description, *arguments) tuples; ``fn`` gets clones of tensor arguments, so
+            an in-place bug cannot change the case.
+        reference: reference(*arguments) -> the expected Tensor.
+        mismatch: mismatch(got, expected, *arguments) -> None when ``got`` is right, else a
+            sentence saying what is wrong (shapes are already equal when it is called).
+        shape_hint: added to the message when the shape is wrong (e.g. the formula of a size).
+    """
+    failures = []
+    for description, *args in cases:
+        expected = reference(*args)
+        try:
+            got = torch.as_tensor(fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args)))
+        except Exception as e:  # the reader's bug, shown rather than raised
+            failures.append(f"{description}: raised {type(e).__name__}: {e}")
+            continue
+        if got.shape != expected.shape:
+            failures.append(f"{description}: expected a result of shape {tuple(expected.shape)}{shape_hint}, "
+                            f"got {tuple(got.shape)}")
+            continue
+        problem = mismatch(got, expected, *args)
+        if problem:
+            failures.append(f"{description}: {problem}")
+    return report(name, failures, len(cases))

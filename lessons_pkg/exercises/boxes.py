@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from .. import boxes
-from ._report import report
+from ._report import check_cases
 
 
 def _iou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -29,19 +29,11 @@ def _iou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 def check_iou(fn: Callable) -> bool:
     """Checks ``fn(boxes1: Tensor[N, 4], boxes2: Tensor[M, 4]) -> Tensor[N, M]``, the pairwise IoU
     of xyxy boxes, against ``lessons_pkg.boxes.box_iou``."""
-    failures = []
-    cases = _iou_cases()
-    for name, a, b in cases:
-        expected = boxes.box_iou(a, b)
-        try:
-            got = torch.as_tensor(fn(a.clone(), b.clone()))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        elif not torch.allclose(got.to(expected.dtype), expected, atol=1e-6):
-            i, j = divmod(int((got.to(expected.dtype) - expected).abs().argmax()), expected.shape[1])
-            failures.append(f"{name}: IoU of box {i} {a[i].tolist()} and box {j} {b[j].tolist()} should be "
-                            f"{expected[i, j]:.4f}, got {float(got[i, j]):.4f}")
-    return report("check_iou", failures, len(cases))
+    def mismatch(got, expected, a, b):
+        if torch.allclose(got.to(expected.dtype), expected, atol=1e-6):
+            return None
+        i, j = divmod(int((got.to(expected.dtype) - expected).abs().argmax()), expected.shape[1])
+        return (f"IoU of box {i} {a[i].tolist()} and box {j} {b[j].tolist()} should be "
+                f"{expected[i, j]:.4f}, got {float(got[i, j]):.4f}")
+
+    return check_cases("check_iou", fn, _iou_cases(), boxes.box_iou, mismatch)

@@ -7,7 +7,7 @@ import torch
 
 from .. import ops
 from ..data.shapes import shape_mask
-from ._report import report
+from ._report import check_cases
 
 
 def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
@@ -26,24 +26,21 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
     ]
 
 
+def _reference(mask: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
+    return ops.roi_align(mask[None, None], [box[None]], size, 1.0, sampling_ratio=1, aligned=True)[0, 0]
+
+
 def check_mask_target(fn: Callable) -> bool:
     """Checks ``fn(mask: Tensor[H, W], box: Tensor[4], size: int) -> Tensor[size, size]``: the
     mask sampled once, bilinearly, at the centre of each of the size x size bins of the box,
     with pixel (x, y) covering [x, x + 1) x [y, y + 1) (its value at its centre); equal to
     ``lessons_pkg.ops.roi_align(..., spatial_scale=1, sampling_ratio=1, aligned=True)``."""
-    failures = []
-    cases = _cases()
-    for name, mask, box, size in cases:
-        expected = ops.roi_align(mask[None, None], [box[None]], size, 1.0, sampling_ratio=1, aligned=True)[0, 0]
-        try:
-            got = torch.as_tensor(fn(mask.clone(), box.clone(), size))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        elif not torch.allclose(got.float(), expected, atol=1e-4):
-            i, j = divmod(int((got.float() - expected).abs().argmax()), size)
-            failures.append(f"{name}: bin (row {i}, column {j}) should be {expected[i, j]:.4f}, got {got[i, j]:.4f} "
-                            f"(largest difference {(got.float() - expected).abs().max():.4f})")
-    return report("check_mask_target", failures, len(cases))
+    def mismatch(got, expected, mask, box, size):
+        error = (got.float() - expected).abs()
+        if torch.allclose(got.float(), expected, atol=1e-4):
+            return None
+        i, j = divmod(int(error.argmax()), size)
+        return (f"bin (row {i}, column {j}) should be {expected[i, j]:.4f}, got {got[i, j]:.4f} "
+                f"(largest difference {error.max():.4f})")
+
+    return check_cases("check_mask_target", fn, _cases(), _reference, mismatch)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from .. import boxes
-from ._report import report
+from ._report import check_cases
 
 
 def _encode_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -30,19 +30,12 @@ def check_encode_boxes(fn: Callable) -> bool:
     """Checks ``fn(gt: Tensor[K, 4], proposals: Tensor[K, 4]) -> Tensor[K, 4]``, the regression
     targets (dx, dy, dw, dh) of R-CNN with weights (10, 10, 5, 5), against
     ``lessons_pkg.boxes.encode_boxes``."""
-    failures = []
-    cases = _encode_cases()
-    for name, gt, proposals in cases:
-        expected = boxes.encode_boxes(gt, proposals, (10.0, 10.0, 5.0, 5.0))
-        try:
-            got = torch.as_tensor(fn(gt.clone(), proposals.clone()))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        elif not torch.allclose(got.float(), expected, atol=1e-4, rtol=1e-4):
-            i = int((got.float() - expected).abs().amax(1).argmax())
-            failures.append(f"{name}: pair {i} should give {[round(v, 4) for v in expected[i].tolist()]}, "
-                            f"got {[round(v, 4) for v in got[i].tolist()]}")
-    return report("check_encode_boxes", failures, len(cases))
+    def mismatch(got, expected, gt, proposals):
+        if torch.allclose(got.float(), expected, atol=1e-4, rtol=1e-4):
+            return None
+        i = int((got.float() - expected).abs().amax(1).argmax())
+        return (f"pair {i} should give {[round(v, 4) for v in expected[i].tolist()]}, "
+                f"got {[round(v, 4) for v in got[i].tolist()]}")
+
+    return check_cases("check_encode_boxes", fn, _encode_cases(),
+                       lambda gt, proposals: boxes.encode_boxes(gt, proposals, (10.0, 10.0, 5.0, 5.0)), mismatch)

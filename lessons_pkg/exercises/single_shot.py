@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from ._report import report
+from ._report import check_cases
 
 
 def _reference(ce: torch.Tensor, positive: torch.Tensor, ratio: int) -> torch.Tensor:
@@ -48,20 +48,12 @@ def check_hard_negatives(fn: Callable) -> bool:
     """Checks ``fn(ce: Tensor[B, D], positive: bool Tensor[B, D], ratio: int) -> bool Tensor[B, D]``:
     for each image, the ``ratio`` x (its number of positives) negative default boxes of highest
     cross-entropy (all of them when there are fewer), as SSD's hard negative mining keeps them."""
-    failures = []
-    cases = _cases()
-    for name, ce, positive, ratio in cases:
-        expected = _reference(ce, positive, ratio)
-        try:
-            got = torch.as_tensor(fn(ce.clone(), positive.clone(), ratio))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected a mask of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        elif not torch.equal(got.bool(), expected):
-            i, j = (got.bool() != expected).nonzero()[0].tolist()
-            what = "a positive" if positive[i, j] else f"a negative of loss {ce[i, j]:.3f}"
-            failures.append(f"{name}: image {i}, box {j} ({what}) should {'' if expected[i, j] else 'not '}be "
-                            f"chosen; expected {int(expected[i].sum())} negatives in that image, got {int(got[i].bool().sum())}")
-    return report("check_hard_negatives", failures, len(cases))
+    def mismatch(got, expected, ce, positive, ratio):
+        if torch.equal(got.bool(), expected):
+            return None
+        i, j = (got.bool() != expected).nonzero()[0].tolist()
+        what = "a positive" if positive[i, j] else f"a negative of loss {ce[i, j]:.3f}"
+        return (f"image {i}, box {j} ({what}) should {'' if expected[i, j] else 'not '}be chosen; expected "
+                f"{int(expected[i].sum())} negatives in that image, got {int(got[i].bool().sum())}")
+
+    return check_cases("check_hard_negatives", fn, _cases(), _reference, mismatch)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from ..detector_speed import pareto_front
-from ._report import report
+from ._report import check_cases
 
 
 def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -27,19 +27,11 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 def check_pareto_front(fn: Callable) -> bool:
     """Checks ``fn(ms: Tensor[N], accuracy: Tensor[N]) -> bool Tensor[N]`` (True on the
     speed/accuracy front) against ``lessons_pkg.detector_speed.pareto_front``."""
-    failures = []
-    cases = _cases()
-    for name, ms, accuracy in cases:
-        expected = pareto_front(ms, accuracy)
-        try:
-            got = torch.as_tensor(fn(ms.clone(), accuracy.clone()))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        elif not torch.equal(got.bool(), expected):
-            i = int((got.bool() != expected).nonzero()[0])
-            failures.append(f"{name}: detector {i} ({ms[i]:.1f} ms, accuracy {accuracy[i]:.3f}) should be "
-                            f"{'on' if expected[i] else 'off'} the front")
-    return report("check_pareto_front", failures, len(cases))
+    def mismatch(got, expected, ms, accuracy):
+        if torch.equal(got.bool(), expected):
+            return None
+        i = int((got.bool() != expected).nonzero()[0])
+        return (f"detector {i} ({ms[i]:.1f} ms, accuracy {accuracy[i]:.3f}) should be "
+                f"{'on' if expected[i] else 'off'} the front")
+
+    return check_cases("check_pareto_front", fn, _cases(), pareto_front, mismatch)
