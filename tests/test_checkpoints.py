@@ -12,7 +12,8 @@ from lessons_pkg import checkpoints
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
              for name in ("sliding_window", "fcn", "rcnn", "fast_rcnn", "faster_rcnn", "yolo", "ssd", "ssd_focal",
-                          "ssd_random", "mask_rcnn", "mask_rcnn_roi_pool", "mask_rcnn_agnostic")}
+                          "ssd_random", "mask_rcnn", "mask_rcnn_roi_pool", "mask_rcnn_agnostic",
+                          "ssdlite")}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
