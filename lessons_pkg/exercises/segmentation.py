@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._report import report
+from ._report import check_cases, report
 
 
 def _conv_transpose1d_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
@@ -29,25 +29,16 @@ def check_conv_transpose1d(fn: Callable) -> bool:
     """Checks ``fn(x: Tensor[B, Cin, L], weight: Tensor[Cin, Cout, k], stride: int) ->
     Tensor[B, Cout, (L - 1) * stride + k]``, a 1-D transposed convolution without padding or
     bias, against ``F.conv_transpose1d``."""
-    failures = []
-    cases = _conv_transpose1d_cases()
-    for name, x, w, stride in cases:
-        expected = F.conv_transpose1d(x, w, stride=stride)
-        try:
-            got = torch.as_tensor(fn(x.clone(), w.clone(), stride))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected a result of shape {tuple(expected.shape)} "
-                            f"(Lo = (L - 1) * stride + k), got {tuple(got.shape)}")
-            continue
+    def mismatch(got, expected, x, w, stride):
         wrong = ~torch.isclose(got.to(expected.dtype), expected, atol=1e-5, rtol=1e-5)
-        if wrong.any():
-            b, c, j = (int(v) for v in wrong.nonzero()[0])
-            failures.append(f"{name}: output[{b}, {c}, {j}] should be {expected[b, c, j]:.4f}, "
-                            f"got {float(got[b, c, j]):.4f}")
-    return report("check_conv_transpose1d", failures, len(cases))
+        if not wrong.any():
+            return None
+        b, c, j = (int(v) for v in wrong.nonzero()[0])
+        return f"output[{b}, {c}, {j}] should be {expected[b, c, j]:.4f}, got {float(got[b, c, j]):.4f}"
+
+    return check_cases("check_conv_transpose1d", fn, _conv_transpose1d_cases(),
+                       lambda x, w, stride: F.conv_transpose1d(x, w, stride=stride), mismatch,
+                       shape_hint=" (Lo = (L - 1) * stride + k)")
 
 
 def _miou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
@@ -108,19 +99,12 @@ def check_bilinear_upsample(fn: Callable) -> bool:
     """Checks ``fn(x: Tensor[B, C, H, W]) -> Tensor[B, C, 2H, 2W]``, bilinear upsampling by 2,
     against ``F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)``: output
     pixel i samples input position (i + 0.5) / 2 - 0.5, clamped at 0 (and at H - 1)."""
-    failures = []
-    cases = _upsample_cases()
-    for name, x in cases:
-        expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        try:
-            got = torch.as_tensor(fn(x.clone()))
-        except Exception as e:  # the reader's bug, shown rather than raised
-            failures.append(f"{name}: raised {type(e).__name__}: {e}")
-            continue
-        if got.shape != expected.shape:
-            failures.append(f"{name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        elif not torch.allclose(got.float(), expected, atol=1e-5):
-            wrong = ((got.float() - expected).abs() > 1e-5).nonzero()[0].tolist()
-            failures.append(f"{name}: first wrong output pixel {wrong} (batch, channel, row, column): "
-                            f"expected {expected[tuple(wrong)].item():.4f}, got {got[tuple(wrong)].item():.4f}")
-    return report("check_bilinear_upsample", failures, len(cases))
+    def mismatch(got, expected, x):
+        if torch.allclose(got.float(), expected, atol=1e-5):
+            return None
+        wrong = ((got.float() - expected).abs() > 1e-5).nonzero()[0].tolist()
+        return (f"first wrong output pixel {wrong} (batch, channel, row, column): "
+                f"expected {expected[tuple(wrong)].item():.4f}, got {got[tuple(wrong)].item():.4f}")
+
+    return check_cases("check_bilinear_upsample", fn, _upsample_cases(),
+                       lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), mismatch)
