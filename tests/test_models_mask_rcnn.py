@@ -2,7 +2,6 @@
 torchvision's paste), the mask loss, the matched objects of RoIHeads' samples, the model's
 contract, its variants and bad inputs, and an overfit of four images."""
 import math
-import time
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models.detection import roi_heads as tv_roi_heads
 
+from overfit import overfit
 from lessons_pkg import data, metrics, ops, train
 from lessons_pkg.data import shapes
 from lessons_pkg.models import mask_rcnn as mr
@@ -282,15 +282,10 @@ def test_mask_rcnn_variants_train_and_eval(batch, pool, class_agnostic):
 
 # ----------------------------------------------------------------------------- overfit
 def test_mask_rcnn_overfits_four_images():
-    dataset = data.make_split("train", 4)
-    loader = train.make_loader(dataset, batch_size=4, shuffle=False)
     torch.manual_seed(0)
     # 32 RoIs per image (at most 8 positives for the mask branch): a CPU step is mostly convs' backward.
     model = mr.MaskRCNN(num_classes=4, pretrained_backbone=BACKBONE, batch_size_per_image=32)
-    start = time.perf_counter()
-    train.fit(model, loader, steps=60, lr=3e-3, device="cpu", progress=False, log_every=20)
-    preds, targets = train.evaluate(model, loader, device="cpu")
+    preds, targets, seconds = overfit(model, steps=60)
     segm = metrics.mean_average_precision(preds, targets, iou_type="segm")
-    print(f"overfit: mask mAP@0.5 {segm['map_50']:.3f}, mask mAP {segm['map']:.3f}, "
-          f"{time.perf_counter() - start:.1f} s")
+    print(f"overfit: mask mAP@0.5 {segm['map_50']:.3f}, mask mAP {segm['map']:.3f}, {seconds:.1f} s")
     assert segm["map_50"] >= 0.8
