@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .inputs import as_pair
+
 __all__ = ["anchor_shapes", "anchor_grid", "ssd_scales", "ssd_default_boxes"]
 
 
@@ -28,15 +30,6 @@ def _positive_list(values, name: str) -> list[float]:
     if not values or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in values):
         raise ValueError(f"{name} must be a non-empty list of positive numbers, got {values!r}")
     return [float(v) for v in values]
-
-
-def _pair(value, name: str, kind=(int,)) -> tuple:
-    pair = (value,) * 2 if not isinstance(value, (tuple, list, torch.Size)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, kind) and not isinstance(v, bool) and v > 0
-                                 for v in pair):
-        raise ValueError(f"{name} must be a positive number or a pair (height, width) of "
-                         f"positive numbers, got {value!r}")
-    return pair
 
 
 def anchor_shapes(sizes: Sequence[float], aspect_ratios: Sequence[float],
@@ -74,8 +67,8 @@ def anchor_grid(feature_size: tuple[int, int], stride, sizes: Sequence[float],
         Tensor[h * w * A, 4]: xyxy, absolute pixels, location-major (see the module
         docstring). Anchors may extend past the image; clip them if the method needs that.
     """
-    h, w = _pair(feature_size, "feature_size")
-    sy, sx = _pair(stride, "stride", kind=(int, float))
+    h, w = as_pair(feature_size, "feature_size", positive=True)
+    sy, sx = as_pair(stride, "stride", positive=True, kind=(int, float))
     if convention not in ("center", "torchvision"):
         raise ValueError(f"convention must be 'center' or 'torchvision', got {convention!r}")
     if convention == "center":
@@ -129,7 +122,7 @@ def ssd_default_boxes(feature_sizes: Sequence[tuple[int, int]], image_size: tupl
     Returns:
         Tensor[D, 4]: xyxy, absolute pixels (or normalized), location-major per level.
     """
-    H, W = _pair(image_size, "image_size")
+    H, W = as_pair(image_size, "image_size", positive=True)
     if len(scales) != len(feature_sizes) + 1:
         raise ValueError(f"scales must have len(feature_sizes) + 1 = {len(feature_sizes) + 1} "
                          f"entries (s_1..s_m and s_(m+1)), got {len(scales)}")
@@ -139,7 +132,7 @@ def ssd_default_boxes(feature_sizes: Sequence[tuple[int, int]], image_size: tupl
     _positive_list(scales, "scales")
     levels = []
     for k, size in enumerate(feature_sizes):
-        h, w = _pair(size, f"feature_sizes[{k}]")
+        h, w = as_pair(size, f"feature_sizes[{k}]", positive=True)
         s, s_next = float(scales[k]), float(scales[k + 1])
         wh = [(s, s), (math.sqrt(s * s_next),) * 2]
         for r in (_positive_list(aspect_ratios[k], f"aspect_ratios[{k}]")

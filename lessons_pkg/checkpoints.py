@@ -1,20 +1,19 @@
 """Detectors trained longer than a notebook can afford, by our own command, offline.
 
-    python -m lessons_pkg.checkpoints sliding_window --out data/pretrained/sliding_window.pt --steps 4000 --seed 0
+    python -m lessons_pkg.checkpoints ssd                       # remakes data/pretrained/ssd.pt
+    python -m lessons_pkg.checkpoints ssd --out /tmp/ssd.pt     # the same recipe, elsewhere
+    python -m lessons_pkg.checkpoints ssd --out /tmp/s.pt --steps 300 --seed 1   # a variation
 
 A chapter trains its model live for a few hundred steps (to show the loss falling) and loads
-the checkpoint for the numbers that need a longer training. Each recipe (``RECIPES``) says how
-to build the model and train it on the shapes ``train`` split; the command writes the float32
-``state_dict`` (loaded back with ``torch.load(..., weights_only=True)``) and, beside it, a JSON
-record: the command, the settings, the torch version, the training time and the validation
-score on the first ``VAL_IMAGES`` images of the ``val`` split, COCO mAP for a detector and mIoU
-for a segmentation network (tests/test_checkpoints.py recomputes it).
-
-    python -m lessons_pkg.checkpoints fcn --out data/pretrained/fcn.pt --steps 1500 --seed 0
-    python -m lessons_pkg.checkpoints faster_rcnn --out data/pretrained/faster_rcnn.pt --steps 1500 --seed 0
-    python -m lessons_pkg.checkpoints ssd --out data/pretrained/ssd.pt --steps 1500 --seed 0
-
-(the README lists every command that made a committed checkpoint).
+the checkpoint for the numbers that need a longer training (``load("ssd")``). Each recipe
+(``RECIPES``) holds everything its checkpoint needs: the model and its settings, the step count,
+the seed and the training settings on the shapes ``train`` split, so the command with no flag
+but the recipe's name remakes the committed checkpoint (it refuses to replace an existing file
+unless given ``--overwrite``). The command writes the ``state_dict`` in float16 and, beside it,
+a JSON record (:func:`lessons_pkg.records.save_checkpoint`): the command, the settings, the
+torch version, the training time and the validation score of the float16 weights on the first
+``VAL_IMAGES`` images of the ``val`` split, COCO mAP for a detector and mIoU for a segmentation
+network (tests/test_checkpoints.py recomputes it).
 """
 from __future__ import annotations
 
@@ -23,25 +22,33 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from . import metrics, train
+from . import metrics, records, train
 from .data import collate_detection, make_split, segmentation_augmentation
 from .models import faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
 
 VAL_IMAGES = 64
+TASKS = ("detection", "segmentation", "instance")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one checkpoint is made: the model's builder and its training settings."""
+    """How one checkpoint is made: the model, its settings, and how it trains.
 
-    build: Callable[..., nn.Module] = field(repr=False)  # build(pretrained_backbone_path_or_None)
+    ``model(num_classes=4, pretrained_backbone=..., **model_settings)`` builds the network;
+    ``fit`` trains it for ``steps`` steps of ``batch_size`` images from the first
+    ``num_train_images`` of the shapes ``train`` split (preset ``config``), seeded with ``seed``.
+    """
+
+    model: type = field(repr=False)
+    model_settings: dict = field(default_factory=dict, repr=False)
+    steps: int = 1500
+    seed: int = 0
     num_train_images: int = 2000
     batch_size: int = 8
     lr: float = 3e-3
@@ -52,57 +59,51 @@ class Recipe:
     pretrained: bool = False  # start the backbone from data/pretrained/backbone.pt
     proposals: bool = False  # the model reads selective-search proposals (rcnn.WithProposals), train and val
 
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in ("steps", "num_train_images", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def build(self, pretrained: bool = False) -> nn.Module:
+        """The untrained model; its backbone pretrained when ``pretrained`` and the recipe's is."""
+        return self.model(num_classes=4, pretrained_backbone=True if pretrained and self.pretrained else None,
+                          **self.model_settings)
+
     def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "build"}
+        """The training settings, as the record keeps them."""
+        return {name: getattr(self, name) for name in ("num_train_images", "batch_size", "lr", "warmup_steps",
+                                                       "config", "task", "crop_size", "pretrained", "proposals",
+                                                       "steps", "seed")}
 
 
+# Every recipe but sliding_window and ssdlite starts its backbone from the pretrained one
+# (python -m lessons_pkg.pretrain); each checkpoint holds the whole network, so loading it
+# needs no other file. The detectors share one budget: 1500 steps of 8 images.
 RECIPES: dict[str, Recipe] = {
-    "sliding_window": Recipe(build=lambda pretrained=None: sliding_window.SlidingWindowDetector(num_classes=4)),
-    # The encoder starts from the pretrained backbone (python -m lessons_pkg.pretrain); the
-    # checkpoint holds the whole network, so loading it needs no other file.
-    "fcn": Recipe(build=lambda pretrained=None: fcn.BackboneFCN(num_classes=4, upsampling="bilinear",
-                                                               pretrained=pretrained),
-                  num_train_images=2000, batch_size=32, lr=3e-3, warmup_steps=20, task="segmentation",
-                  crop_size=64, pretrained=True),
-    "faster_rcnn": Recipe(build=lambda pretrained=None: faster_rcnn.FasterRCNN(num_classes=4,
-                                                                            pretrained_backbone=pretrained),
-                          num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
+    "sliding_window": Recipe(sliding_window.SlidingWindowDetector, steps=4000),
+    "fcn": Recipe(fcn.BackboneFCN, {"upsampling": "bilinear"}, num_train_images=2000, batch_size=32,
+                  warmup_steps=20, task="segmentation", crop_size=64, pretrained=True),
+    "faster_rcnn": Recipe(faster_rcnn.FasterRCNN, pretrained=True),
     # R-CNN and Fast R-CNN read selective-search proposals, computed once per image (0.1 s each):
     # fewer training images, the same number of steps as Faster R-CNN.
-    "fast_rcnn": Recipe(build=lambda pretrained=None: rcnn.FastRCNN(num_classes=4, pretrained_backbone=pretrained),
-                        num_train_images=500, batch_size=8, lr=1e-3, warmup_steps=50, pretrained=True,
-                        proposals=True),
-    "rcnn": Recipe(build=lambda pretrained=None: rcnn.RCNN(num_classes=4, pretrained_backbone=pretrained),
-                   num_train_images=500, batch_size=8, lr=1e-3, warmup_steps=50, pretrained=True, proposals=True),
-    # The single-shot detectors, the same budget and backbone as Faster R-CNN. SSD's two
-    # variants change only how the background default boxes enter the classification loss.
-    "yolo": Recipe(build=lambda pretrained=None: yolo.YOLO(num_classes=4, pretrained_backbone=pretrained),
-                   num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
-    "ssd": Recipe(build=lambda pretrained=None: ssd.SSD(num_classes=4, pretrained_backbone=pretrained),
-                  num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
-    "ssd_focal": Recipe(build=lambda pretrained=None: ssd.SSD(num_classes=4, pretrained_backbone=pretrained,
-                                                              negatives="focal"),
-                        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
-    "ssd_random": Recipe(build=lambda pretrained=None: ssd.SSD(num_classes=4, pretrained_backbone=pretrained,
-                                                               negatives="random"),
-                         num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True),
+    "fast_rcnn": Recipe(rcnn.FastRCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True),
+    "rcnn": Recipe(rcnn.RCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True),
+    # The single-shot detectors. SSD's two variants change only how the background default
+    # boxes enter the classification loss.
+    "yolo": Recipe(yolo.YOLO, pretrained=True),
+    "ssd": Recipe(ssd.SSD, pretrained=True),
+    "ssd_focal": Recipe(ssd.SSD, {"negatives": "focal"}, pretrained=True),
+    "ssd_random": Recipe(ssd.SSD, {"negatives": "random"}, pretrained=True),
     # Mask R-CNN and its two ablations (RoI Pool instead of RoI Align; one mask per RoI instead
-    # of one per class), the same budget.
-    "mask_rcnn": Recipe(build=lambda pretrained=None: mask_rcnn.MaskRCNN(num_classes=4, pretrained_backbone=pretrained),
-                        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True,
-                        task="instance"),
-    "mask_rcnn_roi_pool": Recipe(build=lambda pretrained=None: mask_rcnn.MaskRCNN(
-        num_classes=4, pretrained_backbone=pretrained, pool="roi_pool"),
-        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True, task="instance"),
-    "mask_rcnn_agnostic": Recipe(build=lambda pretrained=None: mask_rcnn.MaskRCNN(
-        num_classes=4, pretrained_backbone=pretrained, class_agnostic=True),
-        num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50, pretrained=True, task="instance"),
-    # The outside reference point: torchvision's SSDLite from random weights, the same budget
-    # (1500 steps of 8 images) as Faster R-CNN; it cannot use our backbone.
-    "ssdlite": Recipe(build=lambda pretrained=None: reference.SSDLite(num_classes=4),
-                      num_train_images=2000, batch_size=8, lr=3e-3, warmup_steps=50),
+    # of one per class).
+    "mask_rcnn": Recipe(mask_rcnn.MaskRCNN, pretrained=True, task="instance"),
+    "mask_rcnn_roi_pool": Recipe(mask_rcnn.MaskRCNN, {"pool": "roi_pool"}, pretrained=True, task="instance"),
+    "mask_rcnn_agnostic": Recipe(mask_rcnn.MaskRCNN, {"class_agnostic": True}, pretrained=True, task="instance"),
+    # The outside reference point: torchvision's SSDLite from random weights; it cannot use our backbone.
+    "ssdlite": Recipe(reference.SSDLite),
 }
-PRETRAINED_BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbone.pt"
 
 
 def validation_map(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
@@ -124,7 +125,7 @@ def validation_miou(model: nn.Module, config: str = "default", num_images: int =
     """{"miou", "pixel_accuracy", "iou_per_class"} of a segmentation model on the first
     ``num_images`` val images (one confusion matrix over all their pixels)."""
     loader = train.make_loader(make_split("val", num_images, config), batch_size=16, shuffle=False)
-    return train.evaluate(model, loader, device=device, metric=fcn.segmentation_metrics)
+    return train.evaluate(model, loader, device=device, metric=metrics.segmentation_metrics)
 
 
 def validation_record(task: str, model: nn.Module, config: str, num_images: int, proposals: bool = False) -> dict:
@@ -141,13 +142,32 @@ def validation_record(task: str, model: nn.Module, config: str, num_images: int,
     return {k: round(float(r[k]), 6) for k in metrics.SUMMARY_KEYS}
 
 
-def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -> dict:
-    """Train recipe ``name`` for ``steps`` steps, write ``out`` and ``out.with_suffix('.json')``."""
+def command_line(name: str, out: Path, steps: int, seed: int) -> str:
+    """The shortest command that makes this checkpoint: flags only where they differ from the recipe."""
+    recipe, words = RECIPES[name], ["python", "-m", "lessons_pkg.checkpoints", name]
+    if Path(out).resolve() != records.default_path(name):
+        words += ["--out", records.display_path(out)]
+    if steps != recipe.steps:
+        words += ["--steps", str(steps)]
+    if seed != recipe.seed:
+        words += ["--seed", str(seed)]
+    return shlex.join(words)
+
+
+def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None = None, seed: int | None = None,
+                    overwrite: bool = False) -> dict:
+    """Train recipe ``name`` (its steps and seed unless given), write ``out`` (default: the
+    committed ``data/pretrained/NAME.pt``) in float16 and its record beside it; returns the record."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[name]
+    steps = recipe.steps if steps is None else steps
+    seed = recipe.seed if seed is None else seed
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out = records.check_writable(records.default_path(name) if out is None else out, overwrite)
     train.seed_everything(seed)
-    model = recipe.build(PRETRAINED_BACKBONE if recipe.pretrained else None)
+    model = recipe.build(pretrained=True)
     crop = segmentation_augmentation((recipe.crop_size,) * 2) if recipe.crop_size else None
     dataset = make_split("train", recipe.num_train_images, recipe.config, transforms=crop)
     if recipe.proposals:
@@ -159,50 +179,57 @@ def make_checkpoint(name: str, out: Path, steps: int, seed: int, command: str) -
     loader = train.make_loader(dataset, batch_size=recipe.batch_size, collate_fn=collate_detection)
     history = train.fit(model, loader, steps=steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                         seed=seed, log_every=50, desc=name)
-    model.cpu().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
-    record = {
-        "command": command, "recipe": name, **recipe.settings(), "steps": steps, "seed": seed,
-        "final_loss": round(history.final(), 5), "train_seconds": round(history.seconds, 1),
-        "render_seconds": round(render_seconds, 1), "torch": torch.__version__, "dtype": "float32",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "val": {"split": "val", "num_images": VAL_IMAGES, "config": recipe.config,
-                **validation_record(recipe.task, model, recipe.config, VAL_IMAGES, recipe.proposals)},
-    }
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    record = {"command": command_line(name, out, steps, seed), "recipe": name, **recipe.settings(),
+              "steps": steps, "seed": seed, "final_loss": round(history.final(), 5),
+              "train_seconds": round(history.seconds, 1), "render_seconds": round(render_seconds, 1)}
+
+    def scores(saved: nn.Module) -> dict:
+        return {"val": {"split": "val", "num_images": VAL_IMAGES, "config": recipe.config,
+                        **validation_record(recipe.task, saved, recipe.config, VAL_IMAGES, recipe.proposals)}}
+
+    return records.save_checkpoint(model, out, record, dtype="float16", scores=scores)
 
 
-def load(name: str, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Build recipe ``name``'s model, load the weights at ``path`` (weights only) and its record.
+def load(name: str, path: str | Path | None = None, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Build recipe ``name``'s model, load the weights at ``path`` (weights only; default: the
+    committed ``data/pretrained/NAME.pt``) and its record.
 
     Returns (model in eval mode, the JSON record). Raises FileNotFoundError naming the file and
     the command that makes it when the checkpoint is missing.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
-    path = Path(path)
+    path = records.default_path(name) if path is None else Path(path)
     record_file = path.with_suffix(".json")
     if not path.exists() or not record_file.exists():
         raise FileNotFoundError(f"checkpoint {path} (or its record {record_file.name}) is missing; make it with "
-                                f"python -m lessons_pkg.checkpoints {name} --out {path}")
-    record = json.loads(record_file.read_text())
+                                f"{command_line(name, path, RECIPES[name].steps, RECIPES[name].seed)}")
+    record = records.load_record(path)
     model = RECIPES[name].build()
-    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    model.load_state_dict(records.load_weights(path, map_location))
     return model.eval(), record
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lessons_pkg.checkpoints", description=__doc__.split("\n")[0])
+    p.add_argument("recipe", choices=sorted(RECIPES))
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the .pt (and the .json beside it); default: data/pretrained/RECIPE.pt")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps; default: the recipe's")
+    p.add_argument("--seed", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lessons_pkg.checkpoints", description=__doc__.split("\n")[0])
-    parser.add_argument("recipe", choices=sorted(RECIPES))
-    parser.add_argument("--out", type=Path, required=True, help="where to write the .pt (and the .json beside it)")
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    command = "python -m lessons_pkg.checkpoints " + shlex.join(
-        [args.recipe, "--out", str(args.out), "--steps", str(args.steps), "--seed", str(args.seed)])
-    record = make_checkpoint(args.recipe, args.out, args.steps, args.seed, command)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
+    try:
+        record = make_checkpoint(args.recipe, args.out, args.steps, args.seed, args.overwrite)
+    except FileExistsError as error:
+        p.error(str(error))
     print(json.dumps(record, indent=2))
     return 0
 

@@ -101,25 +101,6 @@ def measure(recipes=tuple(DETECTORS), num_images: int = checkpoints.VAL_IMAGES,
     return rows
 
 
-def pareto_front(ms: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
-    """bool[N]: True for the detectors that no other detector beats on both axes.
-
-    Detector j dominates detector i when it is at least as fast (ms_j <= ms_i) and at least as
-    accurate (accuracy_j >= accuracy_i), and strictly better on one of the two. The front is
-    the set of sensible choices: for any other detector, one on the front is faster and better.
-
-    Args:
-        ms (Tensor[N]): milliseconds per image.  accuracy (Tensor[N]): e.g. mAP.
-    """
-    ms, accuracy = torch.as_tensor(ms, dtype=torch.float64), torch.as_tensor(accuracy, dtype=torch.float64)
-    if ms.dim() != 1 or ms.shape != accuracy.shape:
-        raise ValueError(f"ms and accuracy must be Tensor[N] of one length, got {tuple(ms.shape)} "
-                         f"and {tuple(accuracy.shape)}")
-    no_worse = (ms[None, :] <= ms[:, None]) & (accuracy[None, :] >= accuracy[:, None])      # [i, j]: j vs i
-    better = (ms[None, :] < ms[:, None]) | (accuracy[None, :] > accuracy[:, None])
-    return ~(no_worse & better).any(dim=1)
-
-
 def format_table(rows: list[Measurement]) -> str:
     head = f"{'detector':<22}{'family':<18}{'ms/image':>10}{'mAP@0.5':>9}{'mAP':>8}{'params':>10}"
     lines = [head, "-" * len(head)]

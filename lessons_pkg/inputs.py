@@ -1,10 +1,55 @@
-"""Checks of model inputs against the target contract (README), shared by every model."""
+"""The target contract, checked: every check of a model's images and targets lives here.
+
+The contract (README, "The target contract"): images are ``Tensor[B, 3, H, W]`` float in [0, 1]
+(or a list of equal-size ``Tensor[3, H, W]``); each image has a target dict with ``"boxes"``
+float[N, 4] (xyxy pixels), ``"labels"`` int64[N] (1..C, 0 is background), ``"masks"``
+uint8[N, H, W] for instance segmentation, ``"semantic"`` int64[H, W] (0..C, 255 ignored) for
+semantic segmentation. Every model's ``forward`` opens with :func:`prepare_batch`, which checks
+what its task needs and raises ValueError naming the image, the key, what was expected and what
+came.
+
+Values (finite, ordered, in range) are read only from CPU tensors: free there, while on a GPU
+reading them would make every training step wait for the device. Shapes and dtypes are checked
+everywhere.
+
+Also here: :func:`as_pair`, the one parser of "an int or a pair (height, width)" arguments.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
+IGNORE_INDEX = 255  # "semantic" pixels with this value are left out of losses and metrics (VOC's convention)
+TASKS = {  # the keys each task's targets must hold, in train mode
+    "detection": ("boxes", "labels"),
+    "instance": ("boxes", "labels", "masks"),
+    "single_object": ("boxes", "labels"),
+    "semantic": ("semantic",),
+}
 
+
+# ----------------------------------------------------------------------------- arguments
+def as_pair(value, name: str, positive: bool = False, kind: tuple[type, ...] = (int,)) -> tuple:
+    """A number or a pair of numbers of ``kind`` -> (a, b), with an error naming ``name``.
+
+    ``positive``: every value must be > 0. Booleans are refused (``True`` is an int in Python).
+    """
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    ok = len(pair) == 2 and all(isinstance(v, kind) and not isinstance(v, bool) for v in pair)
+    if ok and positive:
+        ok = all(v > 0 for v in pair)
+    if not ok:
+        number = "int" if kind == (int,) else "number"
+        if positive:
+            raise ValueError(f"{name} must be a positive {number} or a pair (height, width) of positive "
+                             f"{number}s, got {value!r}")
+        raise ValueError(f"{name} must be an {number} or a pair of {number}s, got {value!r}")
+    return pair
+
+
+# ----------------------------------------------------------------------------- images
 def check_images(images) -> Tensor:
     """Tensor[B, 3, H, W] floating (or a list of equal-size Tensor[3, H, W]) -> Tensor[B, 3, H, W]."""
     if isinstance(images, (list, tuple)):
@@ -21,23 +66,30 @@ def check_images(images) -> Tensor:
     return images
 
 
+# ----------------------------------------------------------------------------- targets
+def _check_list(targets, batch_size: int) -> None:
+    if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
+        got = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
+
+
+def _check_keys(i: int, t, keys: tuple[str, ...]) -> None:
+    if not isinstance(t, dict) or any(k not in t for k in keys):
+        got = sorted(t) if isinstance(t, dict) else type(t).__name__
+        raise ValueError(f"target {i}: expected a dict with {' and '.join(repr(k) for k in keys)}, got {got}")
+
+
 def check_detection_targets(targets, batch_size: int, num_classes: int | None = None) -> None:
     """Raise ValueError, naming the image and the key, unless ``targets`` is a list of
     ``batch_size`` dicts with "boxes" float Tensor[N, 4] (xyxy pixels, x1 < x2 and y1 < y2,
     finite) and, when ``num_classes`` is given, "labels" int64 Tensor[N] in 1..C.
 
-    Shapes and dtypes are checked always (free); values only on CPU tensors, where reading them
-    costs nothing (on a GPU it would make every training step wait). A degenerate box would
-    turn a regression target into log(0).
+    A degenerate box would turn a regression target into log(0).
     """
-    if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
-        got = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
-        raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
+    _check_list(targets, batch_size)
     keys = ("boxes", "labels") if num_classes is not None else ("boxes",)
     for i, t in enumerate(targets):
-        if not isinstance(t, dict) or any(k not in t for k in keys):
-            got = sorted(t) if isinstance(t, dict) else type(t).__name__
-            raise ValueError(f"target {i}: expected a dict with {' and '.join(repr(k) for k in keys)}, got {got}")
+        _check_keys(i, t, keys)
         boxes = t["boxes"]
         if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 or boxes.shape[1] != 4:
             got = f"{boxes.dtype} {list(boxes.shape)}" if isinstance(boxes, Tensor) else type(boxes).__name__
@@ -56,3 +108,110 @@ def check_detection_targets(targets, batch_size: int, num_classes: int | None = 
             raise ValueError(f"target {i} 'labels': expected an int64 Tensor[{len(boxes)}], got {got}")
         if labels.device.type == "cpu" and len(labels) and (labels.min() < 1 or labels.max() > num_classes):
             raise ValueError(f"target {i} 'labels': expected values in 1..{num_classes}, got {labels.tolist()}")
+
+
+def check_mask_targets(targets: list[dict], image_size: tuple[int, int]) -> None:
+    """Raise ValueError, naming the image and the key, unless every target has "masks" Tensor[N, H, W]
+    with N its number of boxes and (H, W) the images' size (call after check_detection_targets)."""
+    h, w = image_size
+    for i, t in enumerate(targets):
+        if "masks" not in t:
+            raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (uint8[N, H, W], one per box), got keys {sorted(t)}")
+        masks, n = t["masks"], len(t["boxes"])
+        if not isinstance(masks, Tensor) or tuple(masks.shape) != (n, h, w):
+            got = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise ValueError(f"target {i} 'masks': expected a Tensor[{n}, {h}, {w}] (one mask per box, "
+                             f"the image's size), got {got}")
+
+
+def check_single_object_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> None:
+    """Raise ValueError, naming the image, the key, what was expected and what came, unless
+    ``targets`` is a list of ``batch_size`` dicts each holding exactly one object (the task of
+    classification & localization): "boxes" float Tensor[1, 4] xyxy inside the image with
+    x1 < x2, y1 < y2, and "labels" int64 Tensor[1] in 1..C."""
+    _check_list(targets, batch_size)
+    height, width = image_size
+    for i, t in enumerate(targets):
+        _check_keys(i, t, ("boxes", "labels"))
+        boxes, labels = t["boxes"], t["labels"]
+        if not isinstance(boxes, Tensor) or not boxes.is_floating_point():
+            raise ValueError(f"target {i} 'boxes': expected a float Tensor[1, 4], got "
+                             f"{boxes.dtype if isinstance(boxes, Tensor) else type(boxes).__name__}")
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"target {i} 'boxes': expected shape [1, 4], got {list(boxes.shape)}")
+        if boxes.shape[0] != 1:
+            raise ValueError(f"target {i} 'boxes': classification & localization needs exactly one object "
+                             f"per image, got {boxes.shape[0]} boxes (shape {list(boxes.shape)}); "
+                             "use a detector for any other number")
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
+            raise ValueError(f"target {i} 'labels': expected an int64 Tensor[1], got "
+                             f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}")
+        if labels.shape != (1,):
+            raise ValueError(f"target {i} 'labels': expected shape [1], got {list(labels.shape)}")
+        if boxes.device.type == "cpu":
+            x1, y1, x2, y2 = boxes[0].tolist()
+            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+                raise ValueError(f"target {i} 'boxes': expected finite values, got {[x1, y1, x2, y2]}")
+            if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+                raise ValueError(f"target {i} 'boxes': expected xyxy inside the {width}x{height} image "
+                                 f"(0 <= x1 < x2 <= {width}, 0 <= y1 < y2 <= {height}), got {[x1, y1, x2, y2]}")
+        if labels.device.type == "cpu" and not 1 <= int(labels[0]) <= num_classes:
+            raise ValueError(f"target {i} 'labels': expected a label in 1..{num_classes} "
+                             f"(0 is background), got {int(labels[0])}")
+
+
+def check_semantic_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> None:
+    """Raise ValueError, naming the image and the key, unless ``targets`` is a list of
+    ``batch_size`` dicts, each with "semantic" int64 Tensor[H, W] (the images' size) of classes
+    0..C, or :data:`IGNORE_INDEX` for pixels left out."""
+    _check_list(targets, batch_size)
+    for i, t in enumerate(targets):
+        _check_keys(i, t, ("semantic",))
+        s = t["semantic"]
+        if not isinstance(s, Tensor) or s.dtype != torch.int64:
+            raise ValueError(f"target {i} 'semantic': expected an int64 Tensor[H, W], got "
+                             f"{s.dtype if isinstance(s, Tensor) else type(s).__name__}")
+        if tuple(s.shape) != tuple(image_size):
+            raise ValueError(f"target {i} 'semantic': expected the image's size {list(image_size)}, "
+                             f"got {list(s.shape)}")
+        if s.device.type == "cpu" and s.numel():
+            bad = (s < 0) | ((s > num_classes) & (s != IGNORE_INDEX))
+            if bad.any():
+                raise ValueError(f"target {i} 'semantic': expected classes 0..{num_classes} "
+                                 f"(or {IGNORE_INDEX}, ignored), got {int(s[bad][0])}")
+
+
+# ----------------------------------------------------------------------------- the one entry point
+def prepare_batch(images, targets, training: bool, num_classes: int, task: str = "detection"
+                  ) -> tuple[Tensor, list[dict] | None]:
+    """What every model's ``forward`` does first: check the images and, in train mode, the
+    targets that ``task`` needs.
+
+    Args:
+        images: Tensor[B, 3, H, W] float, or a list of equal-size Tensor[3, H, W].
+        targets: one dict per image (train mode; ignored in eval mode).
+        training: the model's ``self.training``.
+        num_classes: C, labels 1..C.
+        task: "detection" (boxes, labels), "instance" (and masks), "single_object" (exactly one
+            box inside the image, and its label) or "semantic" (a class map).
+    Returns:
+        (images Tensor[B, 3, H, W], the targets in train mode or None in eval mode).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
+    images = check_images(images)
+    if not training:
+        return images, None
+    if targets is None:
+        keys = ", ".join(repr(k) for k in TASKS[task])
+        raise ValueError(f"in train mode the model needs targets (a list of dicts with {keys}, one per image)")
+    batch_size, image_size = len(images), tuple(images.shape[-2:])
+    if task == "single_object":
+        check_single_object_targets(targets, batch_size, image_size, num_classes)
+    elif task == "semantic":
+        check_semantic_targets(targets, batch_size, image_size, num_classes)
+    else:
+        check_detection_targets(targets, batch_size, num_classes)
+        if task == "instance":
+            check_mask_targets(targets, image_size)
+    return images, list(targets)

@@ -1,5 +1,6 @@
-"""Evaluation metrics: COCO mAP and VOC AP for detection, confusion matrix and mIoU for
-semantic segmentation.
+"""Evaluation metrics, all in one module: COCO mAP and VOC AP for detection, confusion matrix
+and mIoU for semantic segmentation, accuracy and IoU for classification & localization, and the
+speed/accuracy Pareto front of a set of detectors.
 
 Shape key:
     I: images              N: ground-truth objects (gts)      M: detections (dets)
@@ -22,6 +23,9 @@ without using it; tests/test_metrics.py checks the two agree.
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import boxes as box_ops
+from .inputs import IGNORE_INDEX
 
 # COCOeval's parameters, built as it builds them (np.linspace: torch.linspace rounds the last
 # bits differently, and a threshold one ulp off flips matches made at exactly IoU = t).
@@ -483,3 +487,54 @@ class SegmentationMeter:
 
     def compute(self) -> dict:
         return segmentation_scores(self.cm)
+
+
+def segmentation_metrics(predictions: list[dict], targets: list[dict], num_classes: int = 4) -> dict:
+    """mIoU, per-class IoU and pixel accuracy of "semantic" predictions against targets, over all
+    pixels of all images (one confusion matrix): ``SegmentationMeter`` with C + 1 classes."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
+    meter = SegmentationMeter(num_classes + 1, ignore_index=IGNORE_INDEX)
+    for p, t in zip(predictions, targets):
+        meter.update(p["semantic"].cpu(), t["semantic"].cpu())
+    return meter.compute()
+
+
+# ============================================================================ localization
+def localization_metrics(predictions: list[dict], targets: list[dict], iou_threshold: float = 0.5) -> dict[str, float]:
+    """Scores of one-box predictions against one-object targets (lists of dicts, one per image).
+
+    Returns {"accuracy": share of right labels, "mean_iou": mean IoU of predicted and true box,
+    "acc_at_iou": share with the right label *and* IoU >= iou_threshold (a correct localization
+    in the sense of ImageNet's localization task)}.
+    """
+    if len(predictions) != len(targets) or not targets:
+        raise ValueError(f"need as many predictions as targets (at least one), got {len(predictions)} and {len(targets)}")
+    pred_boxes = torch.cat([p["boxes"] for p in predictions]).float().cpu()
+    true_boxes = torch.cat([t["boxes"] for t in targets]).float().cpu()
+    if pred_boxes.shape[0] != len(targets) or true_boxes.shape[0] != len(targets):
+        raise ValueError("every prediction and every target must hold exactly one box")
+    ious = box_ops.box_iou(pred_boxes, true_boxes).diagonal()
+    right = torch.cat([p["labels"] for p in predictions]).cpu() == torch.cat([t["labels"] for t in targets]).cpu()
+    return {"accuracy": right.float().mean().item(), "mean_iou": ious.mean().item(),
+            "acc_at_iou": (right & (ious >= iou_threshold)).float().mean().item()}
+
+
+# ============================================================================ speed against accuracy
+def pareto_front(ms: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
+    """bool[N]: True for the detectors that no other detector beats on both axes.
+
+    Detector j dominates detector i when it is at least as fast (ms_j <= ms_i) and at least as
+    accurate (accuracy_j >= accuracy_i), and strictly better on one of the two. The front is
+    the set of sensible choices: for any other detector, one on the front is faster and better.
+
+    Args:
+        ms (Tensor[N]): milliseconds per image.  accuracy (Tensor[N]): e.g. mAP.
+    """
+    ms, accuracy = torch.as_tensor(ms, dtype=torch.float64), torch.as_tensor(accuracy, dtype=torch.float64)
+    if ms.dim() != 1 or ms.shape != accuracy.shape:
+        raise ValueError(f"ms and accuracy must be Tensor[N] of one length, got {tuple(ms.shape)} "
+                         f"and {tuple(accuracy.shape)}")
+    no_worse = (ms[None, :] <= ms[:, None]) & (accuracy[None, :] >= accuracy[:, None])      # [i, j]: j vs i
+    better = (ms[None, :] < ms[:, None]) | (accuracy[None, :] > accuracy[:, None])
+    return ~(no_worse & better).any(dim=1)

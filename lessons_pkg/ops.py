@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .boxes import (box_area, box_convert, box_iou, check_boxes, check_finite,  # noqa: F401
                     clip_boxes_to_image, decode_boxes, encode_boxes, generalized_box_iou,
                     remove_small_boxes)
+from .inputs import as_pair
 
 __all__ = [
     "box_convert", "box_area", "box_iou", "generalized_box_iou", "clip_boxes_to_image",
@@ -245,15 +246,6 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
 
 # ============================================================================= RoI ops
-def _pair(output_size) -> tuple[int, int]:
-    size = (output_size,) * 2 if not isinstance(output_size, (tuple, list)) else output_size
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                                 for s in size):
-        raise ValueError("output_size must be a positive int or a pair (height, width) of "
-                         f"positive ints, got {output_size!r}")
-    return tuple(size)
-
-
 def _rois(input: Tensor, boxes, spatial_scale: float) -> Tensor:
     """Validate the RoI-op inputs; return rois Tensor[K, 5] in the input's dtype."""
     if not isinstance(input, Tensor) or input.dim() != 4:
@@ -348,7 +340,7 @@ def roi_align(input: Tensor, boxes: Tensor | list[Tensor], output_size,
         [-1, 0) are clamped to the border, as in torchvision.
     """
     rois = _rois(input, boxes, spatial_scale)
-    out_hw = _pair(output_size)
+    out_hw = as_pair(output_size, "output_size", positive=True)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an int, got {sampling_ratio!r}")
     B, C, H, W = input.shape
@@ -406,7 +398,7 @@ def roi_pool(input: Tensor, boxes: Tensor | list[Tensor], output_size,
         Tensor[K, C, PH, PW].
     """
     rois = _rois(input, boxes, spatial_scale)
-    ph, pw = _pair(output_size)
+    ph, pw = as_pair(output_size, "output_size", positive=True)
     B, C, H, W = input.shape
     if rois.device.type != "cpu" and len(rois) and not bool(torch.isfinite(rois).all()):
         raise ValueError("boxes must be finite, got NaN or inf")   # we sync below anyway
@@ -466,7 +458,7 @@ class RoIAlign(nn.Module):
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int,
                  aligned: bool = False):
         super().__init__()
-        self.output_size, self.spatial_scale = _pair(output_size), spatial_scale
+        self.output_size, self.spatial_scale = as_pair(output_size, "output_size", positive=True), spatial_scale
         self.sampling_ratio, self.aligned = sampling_ratio, aligned
 
     def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
@@ -483,7 +475,7 @@ class RoIPool(nn.Module):
 
     def __init__(self, output_size, spatial_scale: float):
         super().__init__()
-        self.output_size, self.spatial_scale = _pair(output_size), spatial_scale
+        self.output_size, self.spatial_scale = as_pair(output_size, "output_size", positive=True), spatial_scale
 
     def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
         return roi_pool(input, rois, self.output_size, self.spatial_scale)

@@ -1,6 +1,7 @@
 """Pretrain the localizer's backbone on a *different* task, offline, without downloads.
 
-    python -m lessons_pkg.pretrain --out data/pretrained/backbone.pt [--steps N --seed S]
+    python -m lessons_pkg.pretrain            # reproduces data/pretrained/backbone.pt (about 7 min)
+    python -m lessons_pkg.pretrain --out DIR/backbone.pt --steps 500   # another one
 
 The task: multi-label classification on the ``pretrain`` preset of the shapes generator (all
 nine shapes are classes, 1 to 4 objects per image, no distractors): "which shapes are in this
@@ -11,11 +12,13 @@ single-object classification & localization (book/classification_localization.ip
 Its images come from their own seeds (``TRAIN_SEED``, ``HELDOUT_SEED``), so they never overlap
 with the chapter's train/val splits (seeds 0 and 1 of the ``single`` preset).
 
-Writes the model's float32 state_dict (keys ``backbone.*`` and ``head.*``; ``Localizer.load_backbone``
-reads the first) and, beside it, a JSON file with the command, the settings, the torch version
-and the held-out accuracy: exact match (all nine present/absent decisions right) and the mean
-per-label accuracy, on ``HELDOUT_IMAGES`` scenes and on the first ``CHECK_IMAGES`` of them
-(the test recomputes the latter).
+The defaults (``DEFAULTS``) are the settings of the committed backbone. Writes the model's
+float32 state_dict (keys ``backbone.*`` and ``head.*``; ``backbone.build_backbone`` reads the
+first; float32, not float16, because every recipe of ``lessons_pkg.checkpoints`` starts from
+these weights) and, beside it, a JSON record (``records.save_checkpoint``) with the command,
+the settings, the torch version and the held-out accuracy: exact match (all nine
+present/absent decisions right) and the mean per-label accuracy, on ``HELDOUT_IMAGES`` scenes
+and on the first ``CHECK_IMAGES`` of them (the test recomputes the latter).
 """
 from __future__ import annotations
 
@@ -33,13 +36,16 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import train
+from . import records, train
 from .data import ShapesDataset, render_scene
-from .models.localizer import Backbone, ClassHead
+from .models.backbone import PRETRAINED_BACKBONE, WIDTHS, build_backbone
+from .models.localizer import ClassHead
 
 TRAIN_SEED, HELDOUT_SEED = 100, 101
 HELDOUT_IMAGES, CHECK_IMAGES = 1024, 256
 CONFIG = "pretrain"
+# The settings of the committed data/pretrained/backbone.pt: the command with no flag remakes it.
+DEFAULTS = {"steps": 2500, "seed": 0, "num_images": 6000, "batch_size": 64, "lr": 2e-3}
 
 
 class MultiLabelScenes(Dataset):
@@ -86,9 +92,9 @@ class MultiLabelClassifier(nn.Module):
     (so ``train.fit`` trains it); eval mode: the logits.
     """
 
-    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64, 128)):
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = WIDTHS):
         super().__init__()
-        self.backbone = Backbone(widths)
+        self.backbone = build_backbone(widths=widths)
         self.head = ClassHead(self.backbone.out_channels, num_classes)
 
     def forward(self, images: Tensor, targets: Tensor | None = None):
@@ -118,10 +124,9 @@ def multilabel_accuracy(model: nn.Module, dataset: MultiLabelScenes, batch_size:
 
 def load(path: str | Path, map_location="cpu") -> tuple[MultiLabelClassifier, dict]:
     """The pretrained classifier (weights only, no pickled code) and its JSON record."""
-    path = Path(path)
-    record = json.loads(path.with_suffix(".json").read_text())
+    record = records.load_record(path)
     model = MultiLabelClassifier(len(record["classes"]), tuple(record["widths"]))
-    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    model.load_state_dict(records.load_weights(path, map_location))
     return model.eval(), record
 
 
@@ -137,7 +142,6 @@ def pretrain(out: Path, steps: int, seed: int, num_images: int, batch_size: int,
     loader = train.make_loader(train_set, batch_size, drop_last=True, collate_fn=None)
     history = train.fit(model, loader, steps, lr=lr, warmup_steps=min(100, steps // 10), seed=seed,
                         progress=progress, desc="pretrain", log_every=50)
-    model.cpu()
     check = MultiLabelScenes(CHECK_IMAGES, HELDOUT_SEED)
     record = {
         "command": command,
@@ -152,43 +156,49 @@ def pretrain(out: Path, steps: int, seed: int, num_images: int, batch_size: int,
         "batch_size": batch_size,
         "lr": lr,
         "final_loss": round(history.final(), 5),
-        "heldout": {"seed": HELDOUT_SEED, "num_images": HELDOUT_IMAGES, **multilabel_accuracy(model, heldout)},
-        "check": {"seed": HELDOUT_SEED, "num_images": CHECK_IMAGES, **multilabel_accuracy(model, check)},
+        "train_seconds": round(history.seconds, 1),
+        "render_seconds": round(render_seconds, 1),
         "accuracy_definitions": {
             "exact_match": "share of images whose 9 present/absent decisions (logit > 0) are all right",
             "mean_label_accuracy": "share of right present/absent decisions over images x classes",
         },
-        "dtype": "float32",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "torch": torch.__version__,
-        "train_seconds": round(history.seconds, 1),
-        "render_seconds": round(render_seconds, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+
+    def scores(saved: nn.Module) -> dict:
+        return {"heldout": {"seed": HELDOUT_SEED, "num_images": HELDOUT_IMAGES, **multilabel_accuracy(saved, heldout)},
+                "check": {"seed": HELDOUT_SEED, "num_images": CHECK_IMAGES, **multilabel_accuracy(saved, check)}}
+
+    return records.save_checkpoint(model, out, record, dtype="float32", scores=scores)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lessons_pkg.pretrain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("data/pretrained/backbone.pt"),
-                        help="the checkpoint to write (a JSON record goes beside it)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps")
-    parser.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
-    parser.add_argument("--num-images", type=int, default=6000, help="training scenes, rendered once")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--out", type=Path, default=PRETRAINED_BACKBONE,
+                        help="the checkpoint to write (a JSON record goes beside it); default: the committed one")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimizer steps")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="initial weights and batch order")
+    parser.add_argument("--num-images", type=int, default=DEFAULTS["num_images"],
+                        help="training scenes, rendered once")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    for name in ("steps", "num_images", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        out = records.check_writable(args.out, args.overwrite)
+    except FileExistsError as error:
+        parser.error(str(error))
     # The exact command, with every setting spelled out, so the JSON says how to reproduce it.
-    command = shlex.join(["python", "-m", "lessons_pkg.pretrain", "--out", str(args.out), "--steps", str(args.steps),
-                          "--seed", str(args.seed), "--num-images", str(args.num_images),
+    command = shlex.join(["python", "-m", "lessons_pkg.pretrain", "--out", records.display_path(out),
+                          "--steps", str(args.steps), "--seed", str(args.seed), "--num-images", str(args.num_images),
                           "--batch-size", str(args.batch_size), "--lr", str(args.lr)])
-    record = pretrain(args.out, args.steps, args.seed, args.num_images, args.batch_size, args.lr, command,
+    record = pretrain(out, args.steps, args.seed, args.num_images, args.batch_size, args.lr, command,
                       progress=not args.quiet)
     print(json.dumps({k: record[k] for k in ("heldout", "train_seconds", "final_loss")}))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 

@@ -25,17 +25,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .inputs import as_pair
+
 
 # ============================================================================ argument checks
-def _pair(value, name: str) -> tuple[int, int]:
-    """An int or a pair of ints -> (int, int), with a clear error for anything else."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-
-
 def _check_ndim(x: Tensor, name: str, ndim: int, layout: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a Tensor{layout}, got {type(x).__name__}")
@@ -69,7 +62,7 @@ def nearest_unpool(x: Tensor, scale: int | tuple[int, int]) -> Tensor:
         Tensor[B, C, H * sh, W * sw]; equals ``F.interpolate(x, scale_factor=scale, mode="nearest")``.
     """
     _check_ndim(x, "x", 4, "[B, C, H, W]")
-    sh, sw = _pair(scale, "scale")
+    sh, sw = as_pair(scale, "scale")
     _check_positive((sh, sw), "scale")
     return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
 
@@ -87,7 +80,7 @@ def bed_of_nails_unpool(x: Tensor, scale: int | tuple[int, int]) -> Tensor:
         at the top-left.
     """
     _check_ndim(x, "x", 4, "[B, C, H, W]")
-    sh, sw = _pair(scale, "scale")
+    sh, sw = as_pair(scale, "scale")
     _check_positive((sh, sw), "scale")
     B, C, H, W = x.shape
     out = x.new_zeros(B, C, H * sh, W * sw)
@@ -117,9 +110,9 @@ def max_unpool(x: Tensor, indices: Tensor, kernel_size: int | tuple[int, int],
         raise ValueError(f"indices must have the shape of x, {tuple(x.shape)}, got {got}")
     if indices.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"indices must be an integer tensor (int64), got {indices.dtype}")
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = _pair(kernel_size if stride is None else stride, "stride")
-    ph, pw = _pair(padding, "padding")
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    sh, sw = as_pair(kernel_size if stride is None else stride, "stride")
+    ph, pw = as_pair(padding, "padding")
     _check_positive((kh, kw), "kernel_size")
     _check_positive((sh, sw), "stride")
     _check_nonnegative((ph, pw), "padding")
@@ -169,8 +162,8 @@ def conv_transpose2d_scatter(x: Tensor, weight: Tensor, bias: Tensor | None = No
     """
     _check_ndim(x, "x", 4, "[B, Cin, H, W]")
     _check_ndim(weight, "weight", 4, "[Cin, Cout / groups, kh, kw]")
-    s, p, op, d = (_pair(stride, "stride"), _pair(padding, "padding"),
-                   _pair(output_padding, "output_padding"), _pair(dilation, "dilation"))
+    s, p, op, d = (as_pair(stride, "stride"), as_pair(padding, "padding"),
+                   as_pair(output_padding, "output_padding"), as_pair(dilation, "dilation"))
     _check_positive(s, "stride")
     _check_positive(d, "dilation")
     _check_nonnegative(p, "padding")
@@ -272,7 +265,7 @@ def conv_matrix(input_size: int | tuple[int, int], weight: Tensor, stride: int |
         s, p = (1, stride), (0, padding)
     else:
         _check_ndim(weight, "weight", 4, "[Cout, Cin, kh, kw] (input_size is (H, W): 2-D)")
-        size, s, p = _pair(tuple(input_size), "input_size"), _pair(stride, "stride"), _pair(padding, "padding")
+        size, s, p = as_pair(tuple(input_size), "input_size"), as_pair(stride, "stride"), as_pair(padding, "padding")
     _check_positive(size, "input_size")
     _check_positive(s, "stride")
     _check_nonnegative(p, "padding")
@@ -315,7 +308,7 @@ def overlap_count(kernel_size: int | tuple[int, int], stride: int | tuple[int, i
         _check_positive((kernel_size,), "kernel_size")
         return conv_transpose1d_scatter(torch.ones(1, 1, input_size), torch.ones(1, 1, kernel_size),
                                         stride=stride, padding=padding)[0, 0]
-    size, k = _pair(tuple(input_size), "input_size"), _pair(kernel_size, "kernel_size")
+    size, k = as_pair(tuple(input_size), "input_size"), as_pair(kernel_size, "kernel_size")
     _check_positive(size, "input_size")
     _check_positive(k, "kernel_size")
     return conv_transpose2d_scatter(torch.ones(1, 1, *size), torch.ones(1, 1, *k), stride=stride,
@@ -445,25 +438,3 @@ class ResizeConv(nn.Module):
         else:
             x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return self.conv(x)
-
-
-class NearestUnpool(nn.Module):
-    """:func:`nearest_unpool` as a layer."""
-
-    def __init__(self, scale: int = 2):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return nearest_unpool(x, self.scale)
-
-
-class BedOfNailsUnpool(nn.Module):
-    """:func:`bed_of_nails_unpool` as a layer."""
-
-    def __init__(self, scale: int = 2):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return bed_of_nails_unpool(x, self.scale)

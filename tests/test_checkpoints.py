@@ -2,23 +2,26 @@
 the command that made them is the one in the record."""
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
-from lessons_pkg import checkpoints
+from lessons_pkg import checkpoints, records
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
              for name in ("sliding_window", "fcn", "rcnn", "fast_rcnn", "faster_rcnn", "yolo", "ssd", "ssd_focal",
                           "ssd_random", "mask_rcnn", "mask_rcnn_roi_pool", "mask_rcnn_agnostic",
                           "ssdlite")}
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# float32 weights: the course's detectors stay under 5 MiB each; torchvision's SSDLite (the
-# outside reference, 2.2 M parameters) under 10 MiB.
+# The course's detectors stay under 5 MiB each; torchvision's SSDLite (the outside reference,
+# 2.2 M parameters) under 10 MiB. Newer checkpoints are float16 (their records score the float16
+# weights), the older ones float32.
 SIZE_LIMITS = {"ssdlite": 10 * 2**20}
 
 
@@ -27,18 +30,26 @@ def test_checkpoint_is_small_and_weights_only(name):
     path = COMMITTED[name]
     assert path.stat().st_size < SIZE_LIMITS.get(name, 5 * 2**20)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # int64: BN's counters
+    dtype = DTYPES[json.loads(path.with_suffix(".json").read_text())["dtype"]]
+    assert all(v.dtype in (dtype, torch.int64) for v in state.values())  # int64: BN's counters
     model = checkpoints.RECIPES[name].build()
     assert set(state) == set(model.state_dict())
 
 
 @pytest.mark.parametrize("name", sorted(COMMITTED))
 def test_record_says_how_to_reproduce_it(name):
+    """The record's command, read by the command's own parser, trains the recipe as it stands:
+    ``python -m lessons_pkg.checkpoints NAME`` with no other flag remakes the committed file."""
     record = json.loads(COMMITTED[name].with_suffix(".json").read_text())
-    assert record["command"] == (f"python -m lessons_pkg.checkpoints {name} --out data/pretrained/{name}.pt "
-                                 f"--steps {record['steps']} --seed {record['seed']}")
-    assert record["recipe"] == name and record["torch"] and record["dtype"] == "float32"
-    for key, value in checkpoints.RECIPES[name].settings().items():
+    recipe = checkpoints.RECIPES[name]
+    words = shlex.split(record["command"])
+    assert words[:4] == ["python", "-m", "lessons_pkg.checkpoints", name]
+    args = checkpoints.parser().parse_args(words[3:])
+    assert args.out is None or (ROOT / args.out).resolve() == records.default_path(name) == COMMITTED[name]
+    assert args.steps in (None, recipe.steps) and args.seed in (None, recipe.seed)
+    assert record["steps"] == recipe.steps and record["seed"] == recipe.seed
+    assert record["recipe"] == name and record["torch"] and record["dtype"] in DTYPES
+    for key, value in recipe.settings().items():
         assert record[key] == value, key
     assert record["val"]["num_images"] == checkpoints.VAL_IMAGES
 

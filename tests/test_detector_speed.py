@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lessons_pkg import detector_speed
+from lessons_pkg import detector_speed, metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,14 +28,14 @@ def test_pareto_front_equals_brute_force(seed):
     g = torch.Generator().manual_seed(seed)
     ms = torch.randint(1, 6, (15,), generator=g).float()       # many ties on purpose
     acc = torch.randint(0, 5, (15,), generator=g).float() / 4
-    assert torch.equal(detector_speed.pareto_front(ms, acc), brute_force_front(ms.tolist(), acc.tolist()))
+    assert torch.equal(metrics.pareto_front(ms, acc), brute_force_front(ms.tolist(), acc.tolist()))
 
 
 def test_pareto_front_edge_cases():
-    assert detector_speed.pareto_front(torch.zeros(0), torch.zeros(0)).shape == (0,)
-    assert detector_speed.pareto_front(torch.tensor([3.0, 3.0]), torch.tensor([0.5, 0.5])).all()
+    assert metrics.pareto_front(torch.zeros(0), torch.zeros(0)).shape == (0,)
+    assert metrics.pareto_front(torch.tensor([3.0, 3.0]), torch.tensor([0.5, 0.5])).all()
     with pytest.raises(ValueError, match="one length"):
-        detector_speed.pareto_front(torch.ones(3), torch.ones(2))
+        metrics.pareto_front(torch.ones(3), torch.ones(2))
 
 
 class Echo(nn.Module):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_pkg import data, train
+from lessons_pkg import data, metrics, train
 from lessons_pkg.models import fcn
 
 
@@ -68,16 +68,16 @@ def test_overfits_four_images():
     model = fcn.FCN(widths=(8, 16, 32), upsampling="nearest", skips=True)
     history = train.fit(model, [(images, targets)], steps=80, lr=1e-2, progress=False, log_every=20, device="cpu")
     assert history.losses["loss_seg"][-1] < 0.5 * history.losses["loss_seg"][0]
-    scores = fcn.segmentation_metrics(train.predict(model, images), targets)
+    scores = metrics.segmentation_metrics(train.predict(model, images), targets)
     assert scores["pixel_accuracy"] > 0.9 and scores["miou"] > 0.5
 
 
 def test_segmentation_metrics_perfect_and_mismatched():
     targets = [{"semantic": torch.randint(0, 5, (8, 8))} for _ in range(3)]
-    perfect = fcn.segmentation_metrics([{"semantic": t["semantic"]} for t in targets], targets)
+    perfect = metrics.segmentation_metrics([{"semantic": t["semantic"]} for t in targets], targets)
     assert perfect["miou"] == 1.0 and perfect["pixel_accuracy"] == 1.0
     with pytest.raises(ValueError, match="got 2 predictions for 3 targets"):
-        fcn.segmentation_metrics([{"semantic": t["semantic"]} for t in targets[:2]], targets)
+        metrics.segmentation_metrics([{"semantic": t["semantic"]} for t in targets[:2]], targets)
 
 
 def test_bad_input_gets_a_clear_error():
@@ -104,7 +104,7 @@ def test_bad_input_gets_a_clear_error():
     with pytest.raises(ValueError, match="widths must hold at least 2"):
         fcn.FCN(widths=(8,))
     with pytest.raises(ValueError, match="either an FCNConfig or keyword settings"):
-        fcn.FCN(fcn.FCNConfig(), skips=True)
+        fcn.FCN(config=fcn.FCNConfig(), skips=True)
 
 
 BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbone.pt"
@@ -126,7 +126,7 @@ def test_backbone_fcn_contract_at_odd_sizes(upsampling, device):
 
 
 def test_backbone_fcn_starts_from_the_pretrained_backbone():
-    model = fcn.BackboneFCN(pretrained=BACKBONE)
+    model = fcn.BackboneFCN(pretrained_backbone=BACKBONE)
     state = torch.load(BACKBONE, map_location="cpu", weights_only=True)
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, state["backbone." + key]), key
@@ -144,9 +144,9 @@ def test_backbone_fcn_overfits_four_images():
     torch.manual_seed(0)
     ds = data.ShapesDataset(4, seed=3, config="easy")
     loader = train.make_loader(ds, batch_size=4, shuffle=False)
-    model = fcn.BackboneFCN(pretrained=BACKBONE)
+    model = fcn.BackboneFCN(pretrained_backbone=BACKBONE)
     train.fit(model, loader, steps=100, lr=5e-3, progress=False, device="cpu")
-    result = train.evaluate(model, loader, device="cpu", metric=fcn.segmentation_metrics)
+    result = train.evaluate(model, loader, device="cpu", metric=metrics.segmentation_metrics)
     pixels = torch.bincount(torch.stack([ds[i][1]["semantic"] for i in range(4)]).flatten(), minlength=5)
     # Every class these images show in quantity is learned (here all but one lone 188-pixel
     # triangle, which 100 steps do not single out).

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from lessons_pkg import data, exercises, train
+from lessons_pkg import data, exercises, metrics, train
 from lessons_pkg.models import localizer as L
 
 
@@ -96,7 +96,7 @@ def test_overfits_eight_images():
     loader = [(images, targets)]  # one batch of 8, repeated: fit cycles the loader
     history = train.fit(model, loader, steps=80, lr=3e-3, warmup_steps=5, progress=False, device="cpu")
     assert history.final() < 0.1 * history.losses["total"][0]
-    scores = L.localization_metrics(train.predict(model, images), targets)
+    scores = metrics.localization_metrics(train.predict(model, images), targets)
     assert scores["accuracy"] == 1.0 and scores["mean_iou"] > 0.75, scores
 
 
@@ -140,11 +140,11 @@ def test_localization_metrics():
              {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.8])},
              {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([3]), "scores": torch.tensor([0.7])}]
     targets = make_targets([[0, 0, 10, 10], [0, 0, 10, 20], [0, 0, 10, 10]], [1, 2, 1])
-    scores = L.localization_metrics(preds, targets)
+    scores = metrics.localization_metrics(preds, targets)
     assert scores["accuracy"] == pytest.approx(2 / 3)
     assert scores["mean_iou"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert scores["acc_at_iou"] == pytest.approx(2 / 3)  # IoU exactly 0.5 counts
-    assert L.localization_metrics(preds, targets, iou_threshold=0.6)["acc_at_iou"] == pytest.approx(1 / 3)
+    assert metrics.localization_metrics(preds, targets, iou_threshold=0.6)["acc_at_iou"] == pytest.approx(1 / 3)
 
 
 BAD_TARGETS = [

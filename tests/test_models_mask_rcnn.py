@@ -165,7 +165,7 @@ def test_mask_rcnn_train_losses(device, batch):
     assert all(math.isfinite(v.item()) for v in losses.values())
     assert 0.5 < losses["loss_mask"].item() < 1.0          # the predictor starts near p = 0.5
     sum(losses.values()).backward()
-    for part in (model.backbone, model.rpn, model.roi_heads, model.mask_head):
+    for part in (model.backbone, model.rpn, model.roi_heads, model.roi_heads.mask_branch.head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
 
     losses = model(images, empty_targets(len(images), device))
@@ -232,9 +232,9 @@ def test_eval_masks_take_the_channel_of_the_label(batch, class_agnostic):
     images, _ = batch
     torch.manual_seed(0)
     model = mr.MaskRCNN(num_classes=4, class_agnostic=class_agnostic).eval()
-    bias = torch.tensor([-3.0, -1.0, 1.0, 3.0])[:model.mask_head.predictor.out_channels]
-    torch.nn.init.zeros_(model.mask_head.predictor.weight)
-    model.mask_head.predictor.bias.data.copy_(bias)
+    bias = torch.tensor([-3.0, -1.0, 1.0, 3.0])[:model.roi_heads.mask_branch.head.predictor.out_channels]
+    torch.nn.init.zeros_(model.roi_heads.mask_branch.head.predictor.weight)
+    model.roi_heads.mask_branch.head.predictor.bias.data.copy_(bias)
     with torch.no_grad():
         out = model(images)
     centres = torch.arange(128.0) + 0.5
@@ -272,8 +272,8 @@ def test_mask_rcnn_variants_train_and_eval(batch, pool, class_agnostic):
     torch.manual_seed(0)
     model = mr.MaskRCNN(num_classes=4, pool=pool, class_agnostic=class_agnostic, mask_width=16)
     pooler = ops.RoIPool if pool == "roi_pool" else ops.RoIAlign
-    assert isinstance(model.roi_heads.pooler, pooler) and isinstance(model.mask_pooler, pooler)
-    assert model.mask_head.predictor.out_channels == (1 if class_agnostic else 4)
+    assert isinstance(model.roi_heads.pooler, pooler) and isinstance(model.roi_heads.mask_branch.pooler, pooler)
+    assert model.roi_heads.mask_branch.head.predictor.out_channels == (1 if class_agnostic else 4)
     history = train.fit(model, [(images, targets)], steps=1, device="cpu", progress=False)
     assert math.isfinite(history.final("loss_mask"))
     with torch.no_grad():

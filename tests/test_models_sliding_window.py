@@ -174,7 +174,7 @@ def test_contract_train_and_eval(device):
         assert det["boxes"].shape[1] == 4 and det["labels"].dtype == torch.int64
         assert len(det["boxes"]) == len(det["labels"]) == len(det["scores"]) <= 100
         assert ((det["labels"] >= 1) & (det["labels"] <= 4)).all()
-    with pytest.raises(ValueError, match="train mode needs one target dict per image"):
+    with pytest.raises(ValueError, match="train mode the model needs targets"):
         model.train()(images)
 
 

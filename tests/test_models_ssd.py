@@ -444,7 +444,7 @@ def test_train_losses_and_empty_targets(device, batch):
     assert set(losses) == {"loss_box", "loss_cls"}
     assert all(math.isfinite(v.item()) and v.item() > 0 for v in losses.values())
     sum(losses.values()).backward()
-    for part in (model.features.stem, model.features.blocks, model.features.extras, model.head):
+    for part in (model.features.backbone.stem, model.features.backbone.blocks, model.features.extras, model.head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
     empty = [{"boxes": torch.zeros(0, 4, device=device), "labels": torch.zeros(0, dtype=torch.int64, device=device)}
              for _ in range(len(images))]

@@ -4,13 +4,35 @@ Each ``check_*`` runs the reader's function on cases it keeps to itself, compare
 package's answer and reports the first mismatch clearly. It returns True/False and prints a
 verdict, so a wrong attempt in a notebook shows what to fix instead of a traceback.
 Notebooks use ``from lessons_pkg import exercises`` then ``exercises.check_...``.
+
+A checker's module is imported when the checker is first used (PEP 562's module
+``__getattr__``): checking an IoU function loads the box ops, not every model of the course.
 """
-from .shapes import check_masks_to_boxes  # noqa: F401
-from .boxes import check_iou  # noqa: F401
-from .localization import check_multitask_loss  # noqa: F401
-from .segmentation import check_bilinear_upsample, check_conv_transpose1d, check_miou  # noqa: F401
-from .sliding_window import check_linear_to_conv  # noqa: F401
-from .rcnn import check_encode_boxes  # noqa: F401
-from .speed import check_pareto_front  # noqa: F401
-from .single_shot import check_hard_negatives  # noqa: F401
-from .mask_rcnn import check_mask_target  # noqa: F401
+from __future__ import annotations
+
+import importlib
+
+CHECKERS = {  # checker -> the module (one per chapter) that defines it
+    "check_masks_to_boxes": "shapes",
+    "check_iou": "boxes",
+    "check_multitask_loss": "localization",
+    "check_bilinear_upsample": "segmentation",
+    "check_conv_transpose1d": "segmentation",
+    "check_miou": "segmentation",
+    "check_linear_to_conv": "sliding_window",
+    "check_encode_boxes": "rcnn",
+    "check_pareto_front": "speed",
+    "check_hard_negatives": "single_shot",
+    "check_mask_target": "mask_rcnn",
+}
+__all__ = sorted(CHECKERS)
+
+
+def __getattr__(name: str):
+    if name not in CHECKERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}; the checkers are {__all__}")
+    return getattr(importlib.import_module(f".{CHECKERS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from ..detector_speed import pareto_front
+from ..metrics import pareto_front
 from ._report import check_cases
 
 
@@ -26,7 +26,7 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 
 def check_pareto_front(fn: Callable) -> bool:
     """Checks ``fn(ms: Tensor[N], accuracy: Tensor[N]) -> bool Tensor[N]`` (True on the
-    speed/accuracy front) against ``lessons_pkg.detector_speed.pareto_front``."""
+    speed/accuracy front) against ``lessons_pkg.metrics.pareto_front``."""
     def mismatch(got, expected, ms, accuracy):
         if torch.equal(got.bool(), expected):
             return None

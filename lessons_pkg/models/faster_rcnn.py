@@ -37,8 +37,9 @@ from torch import Tensor, nn
 from .. import anchors as anchor_ops
 from .. import boxes as box_ops
 from .. import matching, ops
-from ..inputs import check_detection_targets, check_images
+from ..inputs import check_detection_targets, prepare_batch
 from . import rcnn
+from .backbone import build_backbone
 
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # the RPN's box coder (torchvision's)
 
@@ -81,7 +82,6 @@ def flatten_head_outputs(objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Te
     return objectness, deltas
 
 
-# ----------------------------------------------------------------------------- inputs
 # ----------------------------------------------------------------------------- the RPN
 @dataclass
 class RPNConfig:
@@ -257,7 +257,7 @@ class RegionProposalNetwork(nn.Module):
 # ----------------------------------------------------------------------------- the model
 class FasterRCNN(nn.Module):
     """Backbone + RPN + Fast R-CNN's heads (torchvision's layout: ``backbone``, ``rpn``,
-    ``roi_heads``), in the one model contract of DESIGN.md.
+    ``roi_heads``), in the one model contract (README).
 
     ``model(images, targets)`` in train mode: {"loss_objectness", "loss_rpn_box", "loss_cls",
     "loss_box"}. ``model(images)`` in eval mode: one dict per image with "boxes" float[M, 4],
@@ -265,39 +265,38 @@ class FasterRCNN(nn.Module):
 
     Args:
         num_classes: C, labels 1..C.
-        pretrained_backbone: path of a checkpoint of ``python -m lessons_pkg.pretrain``.
-        rpn: an :class:`RPNConfig` (its stride is set to the backbone's).
-        pooled_size, box_hidden: RoI Align's P x P bins, the box head's hidden width.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        rpn: an :class:`RPNConfig` (its stride must be the backbone's, 8).
+        pool: "roi_align" (the paper's choice, aligned, 2 x 2 samples per bin) or "roi_pool".
+        pooled_size, box_hidden: the pooler's P x P bins, the box head's hidden width.
         **head_settings: passed to :class:`rcnn.RoIHeads` (batch_size_per_image,
             score_threshold, nms_threshold, detections_per_image, ...).
     """
 
+    task = "detection"   # what prepare_batch checks in the targets ("instance" for Mask R-CNN)
+
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, rpn: RPNConfig | None = None,
-                 pooled_size: int = 7, box_hidden: int = 256, **head_settings):
+                 pool: str = "roi_align", pooled_size: int = 7, box_hidden: int = 256, **head_settings):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
-        self.backbone = rcnn.backbone_features(pretrained_backbone)
+        self.backbone = build_backbone(pretrained_backbone, stride=rcnn.STRIDE)
         config = rpn if rpn is not None else RPNConfig()
         if config.stride != self.backbone.stride:
             raise ValueError(f"the RPN's stride ({config.stride}) must be the backbone's ({self.backbone.stride})")
         self.rpn = RegionProposalNetwork(self.backbone.out_channels, config)
-        pooler = ops.RoIAlign(pooled_size, spatial_scale=1 / self.backbone.stride, sampling_ratio=2, aligned=True)
+        self.pool = pool
+        pooler = rcnn.make_pooler(pool, pooled_size, self.backbone.stride)
         box_head = rcnn.MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes, box_hidden)
         self.roi_heads = rcnn.RoIHeads(pooler, box_head, num_classes, **head_settings)
 
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box"}.
         Eval: returns one dict per image with "boxes", "labels", "scores"."""
-        images = check_images(images)
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes, self.task)
         image_size = tuple(images.shape[-2:])
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes' and 'labels')")
-            check_detection_targets(targets, len(images), self.num_classes)
-        else:
-            targets = None
         features = self.backbone(images)
         proposals, rpn_losses = self.rpn(image_size, features, targets)
         detections, head_losses = self.roi_heads(features, proposals, image_size, targets)

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import metrics, upsampling as up
-from ..inputs import check_images
+from .. import upsampling as up
+from ..inputs import IGNORE_INDEX, prepare_batch
+from .backbone import WIDTHS, build_backbone
 
 UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "subpixel")
-IGNORE_INDEX = 255  # target pixels with this value are left out of the loss (VOC's convention)
 
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -52,14 +52,11 @@ class FCNConfig:
     """The settings of an :class:`FCN`. ``widths[i]`` is the channel count at 1 / 2^i of the
     input resolution, so ``len(widths) - 1`` poolings (2 or 3 is typical)."""
 
-    num_classes: int = 4
     widths: tuple[int, ...] = (16, 32, 64, 96)
     upsampling: str = "transposed"
     skips: bool = False
 
     def __post_init__(self):
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.upsampling not in UPSAMPLING:
             raise ValueError(f"unknown upsampling {self.upsampling!r}; choose from {UPSAMPLING}")
         if len(self.widths) < 2 or any(int(w) < 1 for w in self.widths):
@@ -106,34 +103,6 @@ class Upsample(nn.Module):
         return self.layer(x)
 
 
-def semantic_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> Tensor:
-    """The "semantic" maps of ``targets`` stacked to int64 Tensor[B, H, W], after checking them:
-    a list of ``batch_size`` dicts, each with an int64 Tensor[H, W] of classes 0..C (or 255,
-    ignored). Values are checked on CPU tensors only (free there; on a GPU it would sync)."""
-    if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
-        got = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
-        raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
-    maps = []
-    for i, t in enumerate(targets):
-        if not isinstance(t, dict) or "semantic" not in t:
-            keys = sorted(t) if isinstance(t, dict) else type(t).__name__
-            raise ValueError(f"target {i}: expected a dict with 'semantic', got {keys}")
-        s = t["semantic"]
-        if not isinstance(s, Tensor) or s.dtype != torch.int64:
-            raise ValueError(f"target {i} 'semantic': expected an int64 Tensor[H, W], got "
-                             f"{s.dtype if isinstance(s, Tensor) else type(s).__name__}")
-        if tuple(s.shape) != tuple(image_size):
-            raise ValueError(f"target {i} 'semantic': expected the image's size {list(image_size)}, "
-                             f"got {list(s.shape)}")
-        if s.device.type == "cpu" and s.numel():
-            bad = (s < 0) | ((s > num_classes) & (s != IGNORE_INDEX))
-            if bad.any():
-                raise ValueError(f"target {i} 'semantic': expected classes 0..{num_classes} "
-                                 f"(or {IGNORE_INDEX}, ignored), got {int(s[bad][0])}")
-        maps.append(s)
-    return torch.stack(maps)
-
-
 class SegmentationModel(nn.Module):
     """The contract of every segmentation network here; a subclass defines ``logits``.
 
@@ -150,12 +119,10 @@ class SegmentationModel(nn.Module):
 
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_seg": ...}. Eval: one dict per image with "semantic" and "scores"."""
-        images = check_images(images)
-        b, _, height, width = images.shape
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes, "semantic")
+        b = len(images)
         if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'semantic')")
-            semantic = semantic_targets(targets, b, (height, width), self.num_classes)
+            semantic = torch.stack([t["semantic"] for t in targets])
             return {"loss_seg": F.cross_entropy(self.logits(images), semantic, ignore_index=IGNORE_INDEX)}
         probs = self.logits(images).softmax(dim=1)
         classes = probs.argmax(dim=1)
@@ -179,8 +146,10 @@ class FCN(SegmentationModel):
     with "semantic" int64[H, W] (the argmax) and "scores" float[C + 1, H, W] (probabilities).
     """
 
-    def __init__(self, config: FCNConfig | None = None, **settings):
+    def __init__(self, num_classes: int = 4, config: FCNConfig | None = None, **settings):
         super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if config is not None and settings:
             raise ValueError("give either an FCNConfig or keyword settings, not both")
         self.config = c = config if config is not None else FCNConfig(**settings)
@@ -196,8 +165,8 @@ class FCN(SegmentationModel):
             self.up.append(upsample)
             fuse_in = upsample.out_channels + (w[i] if c.skips else 0)
             self.fuse.append(block(fuse_in, w[i]) if i > 0 else conv_bn_relu(fuse_in, w[i]))
-        self.head = nn.Conv2d(w[0], c.num_classes + 1, 1)
-        self.num_classes = c.num_classes
+        self.head = nn.Conv2d(w[0], num_classes + 1, 1)
+        self.num_classes = num_classes
 
     def logits(self, images: Tensor) -> Tensor:
         """Tensor[B, 3, H, W] -> per-pixel class scores Tensor[B, C + 1, H, W] (before softmax)."""
@@ -217,9 +186,9 @@ class FCN(SegmentationModel):
 
 
 class BackboneFCN(SegmentationModel):
-    """An FCN whose encoder is the course's residual backbone (``localizer.Backbone``), which can
-    start from the weights pretrained by ``python -m lessons_pkg.pretrain``, as the FCN paper
-    started from an ImageNet classifier.
+    """An FCN whose encoder is the course's backbone (:mod:`backbone`), which can start from the
+    weights pretrained by ``python -m lessons_pkg.pretrain``, as the FCN paper started from an
+    ImageNet classifier.
 
     The backbone's features at strides 2, 4, 8 and 16 (widths 16, 32, 64, 128) come back up
     through a decoder: at each step an upsampling by 2 (``upsampling``: any kind but
@@ -227,13 +196,19 @@ class BackboneFCN(SegmentationModel):
     features of that resolution concatenated (U-Net skips), two conv-BN-ReLU; the last step
     returns to full resolution and sees the image itself. Tensor[B, 3, H, W] -> scores
     Tensor[B, C + 1, H, W] for any H, W (padded to a multiple of 16, cropped back).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        upsampling: the decoder's upsampling kind.
+        widths: the backbone's widths (smaller ones make tiny test networks; the pretrained
+            weights need the default).
     """
 
-    def __init__(self, num_classes: int = 4, upsampling: str = "bilinear", pretrained=None,
-                 widths: tuple[int, ...] = (16, 32, 64, 128)):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, upsampling: str = "bilinear",
+                 widths: tuple[int, ...] = WIDTHS):
         super().__init__()
-        from .localizer import Backbone, load_pretrained_backbone  # the model this one extends
-
         if upsampling == "max_unpool":
             raise ValueError("upsampling 'max_unpool' needs pooling switches, and this encoder downsamples "
                              "with strided convolutions; use FCN(upsampling='max_unpool') instead")
@@ -242,9 +217,7 @@ class BackboneFCN(SegmentationModel):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes, self.upsampling = num_classes, upsampling
-        self.backbone = Backbone(widths)
-        if pretrained is not None:
-            load_pretrained_backbone(self.backbone, pretrained)
+        self.backbone = build_backbone(pretrained_backbone, widths=widths)
         w = self.backbone.widths
         self.up, self.fuse = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(w) - 1)):  # stride 2^(i+2) -> 2^(i+1)
@@ -258,22 +231,9 @@ class BackboneFCN(SegmentationModel):
     def logits(self, images: Tensor) -> Tensor:
         _, _, height, width = images.shape
         x = pad_to_multiple(images, self.backbone.stride)
-        features = [self.backbone.stem(x - x.mean(dim=(2, 3), keepdim=True))]  # as Backbone.forward does
-        for stage in self.backbone.blocks:
-            features.append(stage(features[-1]))
+        features = self.backbone.stages(x)
         y = features.pop()
         for upsample, fuse in zip(self.up, self.fuse):
             y = fuse(torch.cat([upsample(y), features.pop()], 1))
         y = self.fuse_full(torch.cat([self.up_full(y), x], 1))
         return self.head(y)[:, :, :height, :width]
-
-
-def segmentation_metrics(predictions: list[dict], targets: list[dict], num_classes: int = 4) -> dict:
-    """mIoU, per-class IoU and pixel accuracy of "semantic" predictions against targets, over all
-    pixels of all images (one confusion matrix): ``metrics.SegmentationMeter`` with C + 1 classes."""
-    if len(predictions) != len(targets):
-        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
-    meter = metrics.SegmentationMeter(num_classes + 1, ignore_index=IGNORE_INDEX)
-    for p, t in zip(predictions, targets):
-        meter.update(p["semantic"].cpu(), t["semantic"].cpu())
-    return meter.compute()

@@ -14,13 +14,12 @@ Shape key
     H, W   image size in pixels
     D      backbone channels;  h, w  its feature map (H / stride, W / stride)
 
-Boxes: ``targets`` and predictions use xyxy absolute pixels (the contract of DESIGN.md); inside
+Boxes: ``targets`` and predictions use xyxy absolute pixels (the contract of the README); inside
 the model and its loss, boxes are normalized by the image size, (x / W, y / H), so the loss
 does not depend on the image size and λ means the same at 96 and at 512 pixels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -29,75 +28,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .. import boxes as box_ops
-from ..inputs import check_images
+from ..inputs import prepare_batch
+from .backbone import WIDTHS, build_backbone, load_pretrained_backbone
 
 BOX_LOSSES = ("giou", "smooth_l1")
-
-
-# ----------------------------------------------------------------------------- backbone
-class ResidualBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus a shortcut, then ReLU (ResNet's basic block).
-
-    Tensor[B, in_ch, h, w] -> Tensor[B, out_ch, h / stride, w / stride]. The shortcut is a
-    strided 1x1 conv when the shape changes, the identity otherwise.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
-
-
-class Backbone(nn.Module):
-    """A small ResNet for CPU training: a strided 3x3 stem, then one strided residual block
-    per further width.
-
-    Tensor[B, 3, H, W] in [0, 1] -> features Tensor[B, D, H / stride, W / stride] with
-    ``D = widths[-1]`` and ``stride = 2 ** len(widths)``. The default (16, 32, 64, 128) turns a
-    128-pixel image into an 8x8 map of 128 channels in about 45 M multiply-adds, and has 0.3 M
-    parameters (1.2 MB in float32).
-    """
-
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)):
-        super().__init__()
-        if len(widths) < 2 or any(int(w) < 1 for w in widths):
-            raise ValueError(f"widths needs at least two positive channel counts, got {widths}")
-        self.widths = tuple(int(w) for w in widths)
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.ReLU(inplace=True))
-        self.blocks = nn.Sequential(*[ResidualBlock(a, b, stride=2) for a, b in zip(widths, widths[1:])])
-        self.out_channels = widths[-1]
-        self.stride = 2 ** len(widths)
-
-    def forward(self, images: Tensor) -> Tensor:
-        # Subtract each image's mean colour: the background colour changes from image to
-        # image and says nothing about the shapes (this alone doubles the accuracy reached in a
-        # short training), and the checkpoint needs no dataset statistics.
-        x = images - images.mean(dim=(2, 3), keepdim=True)
-        # Channels-last (NHWC) is the layout the CPU's oneDNN convolutions prefer (a training
-        # step is about 25 % faster here) and that GPUs' tensor cores use; the values are the same.
-        return self.blocks(self.stem(x.contiguous(memory_format=torch.channels_last)))
-
-
-def load_pretrained_backbone(backbone: Backbone, path, map_location="cpu") -> Backbone:
-    """Load into ``backbone`` the ``backbone.*`` weights of a checkpoint written by
-    ``python -m lessons_pkg.pretrain`` (or a bare Backbone state_dict), with ``weights_only=True``:
-    the file is read as tensors, no pickled code runs. Returns ``backbone``."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    prefix = "backbone."
-    if any(key.startswith(prefix) for key in state):
-        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-    backbone.load_state_dict(state)
-    return backbone
 
 
 # ----------------------------------------------------------------------------- heads
@@ -187,66 +121,18 @@ def multitask_loss(class_logits: Tensor, pred_boxes: Tensor, labels: Tensor, gt_
     return {"loss_cls": loss_cls, "loss_box": box_weight * loss_box}
 
 
-# ----------------------------------------------------------------------------- input checks
-def check_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> None:
-    """Raise ValueError, naming the image, the key, what was expected and what came, unless
-    ``targets`` is a list of ``batch_size`` dicts each holding exactly one object:
-    "boxes" float Tensor[1, 4] xyxy inside the image with x1 < x2, y1 < y2, and "labels" int64
-    Tensor[1] in 1..C.
-
-    Shapes and dtypes are checked always (free); values only on CPU tensors, where reading
-    them costs nothing, since on a GPU it would make every training step wait for the device.
-    """
-    if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
-        got = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
-        raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
-    height, width = image_size
-    for i, t in enumerate(targets):
-        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
-            keys = sorted(t) if isinstance(t, dict) else type(t).__name__
-            raise ValueError(f"target {i}: expected a dict with 'boxes' and 'labels', got {keys}")
-        boxes, labels = t["boxes"], t["labels"]
-        if not isinstance(boxes, Tensor) or not boxes.is_floating_point():
-            raise ValueError(f"target {i} 'boxes': expected a float Tensor[1, 4], got "
-                             f"{boxes.dtype if isinstance(boxes, Tensor) else type(boxes).__name__}")
-        if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"target {i} 'boxes': expected shape [1, 4], got {list(boxes.shape)}")
-        if boxes.shape[0] != 1:
-            raise ValueError(f"target {i} 'boxes': classification & localization needs exactly one object "
-                             f"per image, got {boxes.shape[0]} boxes (shape {list(boxes.shape)}); "
-                             "use a detector for any other number")
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-            raise ValueError(f"target {i} 'labels': expected an int64 Tensor[1], got "
-                             f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}")
-        if labels.shape != (1,):
-            raise ValueError(f"target {i} 'labels': expected shape [1], got {list(labels.shape)}")
-        if boxes.device.type == "cpu":
-            x1, y1, x2, y2 = boxes[0].tolist()
-            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-                raise ValueError(f"target {i} 'boxes': expected finite values, got {[x1, y1, x2, y2]}")
-            if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-                raise ValueError(f"target {i} 'boxes': expected xyxy inside the {width}x{height} image "
-                                 f"(0 <= x1 < x2 <= {width}, 0 <= y1 < y2 <= {height}), got {[x1, y1, x2, y2]}")
-        if labels.device.type == "cpu" and not 1 <= int(labels[0]) <= num_classes:
-            raise ValueError(f"target {i} 'labels': expected a label in 1..{num_classes} "
-                             f"(0 is background), got {int(labels[0])}")
-
-
 # ----------------------------------------------------------------------------- the model
 @dataclass
 class LocalizerConfig:
     """The settings of a :class:`Localizer`. ``box_weight`` is λ of the multi-task loss."""
 
-    num_classes: int = 4
-    widths: tuple[int, ...] = (16, 32, 64, 128)
+    widths: tuple[int, ...] = WIDTHS
     box_hidden: int = 64
     box_weight: float = 1.0
     box_loss: str = "giou"
     beta: float = 0.02
 
     def __post_init__(self):
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.box_loss not in BOX_LOSSES:
             raise ValueError(f"unknown box_loss {self.box_loss!r}; choose from {BOX_LOSSES}")
         if not self.box_weight >= 0:
@@ -254,22 +140,32 @@ class LocalizerConfig:
 
 
 class Localizer(nn.Module):
-    """Backbone + class head + box head, in the one model contract of DESIGN.md.
+    """Backbone + class head + box head, in the one model contract (README).
 
     ``model(images, targets)`` in train mode: {"loss_cls", "loss_box"} (see
     :func:`multitask_loss`). ``model(images)`` in eval mode: one dict per image with
     "boxes" float[1, 4] (xyxy pixels, clipped to the image), "labels" int64[1] (1..C) and
     "scores" float[1] (the class probability).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        config: a :class:`LocalizerConfig`, or its fields as keyword ``settings`` (not both).
     """
 
-    def __init__(self, config: LocalizerConfig | None = None, **settings):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: LocalizerConfig | None = None,
+                 **settings):
         super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if config is not None and settings:
             raise ValueError("give either a LocalizerConfig or keyword settings, not both")
+        self.num_classes = num_classes
         self.config = config if config is not None else LocalizerConfig(**settings)
         c = self.config
-        self.backbone = Backbone(c.widths)
-        self.class_head = ClassHead(self.backbone.out_channels, c.num_classes)
+        self.backbone = build_backbone(pretrained_backbone, widths=c.widths)
+        self.class_head = ClassHead(self.backbone.out_channels, num_classes)
         self.box_head = BoxHead(self.backbone.out_channels, c.box_hidden)
         self.backbone_frozen = False
 
@@ -288,12 +184,10 @@ class Localizer(nn.Module):
             self.backbone.eval()
         return self
 
-    def load_backbone(self, path, map_location="cpu") -> "Localizer":
-        """Load the backbone of a checkpoint written by ``python -m lessons_pkg.pretrain``.
-
-        ``weights_only=True``: the file is read as tensors, no pickled code runs. The pretraining
-        head (``head.*``) is left out: the heads here answer another question.
-        """
+    def load_backbone(self, path=None, map_location="cpu") -> "Localizer":
+        """Load the backbone of a checkpoint written by ``python -m lessons_pkg.pretrain`` (the
+        committed one when ``path`` is None), weights only. The pretraining head (``head.*``) is
+        left out: the heads here answer another question."""
         load_pretrained_backbone(self.backbone, path, map_location)
         return self
 
@@ -306,16 +200,13 @@ class Localizer(nn.Module):
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_cls": ..., "loss_box": ...}.
         Eval: returns one dict per image with "boxes" [1, 4], "labels" [1], "scores" [1]."""
-        images = check_images(images)
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes, "single_object")
         b, _, height, width = images.shape
         # Pixels <-> normalized: (W, H, W, H) filled on the images' device (torch.tensor from a
         # Python list would be a host-to-device copy at every step).
         scale = images.new_full((4,), float(width))
         scale[1::2] = height
         if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts, one per image)")
-            check_targets(targets, b, (height, width), self.config.num_classes)
             logits, boxes, _ = self.heads(images)
             gt_boxes = torch.cat([t["boxes"] for t in targets]).to(images.dtype) / scale
             labels = torch.cat([t["labels"] for t in targets])
@@ -327,26 +218,6 @@ class Localizer(nn.Module):
         boxes = torch.min(boxes.clamp(min=0) * scale, scale)  # clip to the image
         return [{"boxes": boxes[i:i + 1], "labels": classes[i:i + 1] + 1, "scores": scores[i:i + 1]}
                 for i in range(b)]
-
-
-# ----------------------------------------------------------------------------- evaluation
-def localization_metrics(predictions: list[dict], targets: list[dict], iou_threshold: float = 0.5) -> dict[str, float]:
-    """Scores of one-box predictions against one-object targets (lists of dicts, one per image).
-
-    Returns {"accuracy": share of right labels, "mean_iou": mean IoU of predicted and true box,
-    "acc_at_iou": share with the right label *and* IoU >= iou_threshold (a correct localization
-    in the sense of ImageNet's localization task)}.
-    """
-    if len(predictions) != len(targets) or not targets:
-        raise ValueError(f"need as many predictions as targets (at least one), got {len(predictions)} and {len(targets)}")
-    pred_boxes = torch.cat([p["boxes"] for p in predictions]).float().cpu()
-    true_boxes = torch.cat([t["boxes"] for t in targets]).float().cpu()
-    if pred_boxes.shape[0] != len(targets) or true_boxes.shape[0] != len(targets):
-        raise ValueError("every prediction and every target must hold exactly one box")
-    ious = box_ops.box_iou(pred_boxes, true_boxes).diagonal()
-    right = torch.cat([p["labels"] for p in predictions]).cpu() == torch.cat([t["labels"] for t in targets]).cpu()
-    return {"accuracy": right.float().mean().item(), "mean_iou": ious.mean().item(),
-            "acc_at_iou": (right & (ious >= iou_threshold)).float().mean().item()}
 
 
 # ----------------------------------------------------------------------------- data

@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from ..inputs import check_detection_targets, check_images
 from . import faster_rcnn, rcnn
 
 
@@ -154,75 +153,41 @@ class MaskHead(nn.Module):
         return self.predictor(F.relu(self.upsample(self.convs(pooled))))
 
 
-# ----------------------------------------------------------------------------- inputs
-def check_mask_targets(targets: list[dict], image_size: tuple[int, int]) -> None:
-    """Raise ValueError, naming the image and the key, unless every target has "masks" Tensor[N, H, W]
-    with N its number of boxes and (H, W) the images' size (call after check_detection_targets)."""
-    h, w = image_size
-    for i, t in enumerate(targets):
-        if "masks" not in t:
-            raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (uint8[N, H, W], one per box), got keys {sorted(t)}")
-        masks, n = t["masks"], len(t["boxes"])
-        if not isinstance(masks, Tensor) or tuple(masks.shape) != (n, h, w):
-            got = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-            raise ValueError(f"target {i} 'masks': expected a Tensor[{n}, {h}, {w}] (one mask per box, "
-                             f"the image's size), got {got}")
-
-
-# ----------------------------------------------------------------------------- the model
-class MaskRCNN(faster_rcnn.FasterRCNN):
-    """Faster R-CNN + a mask branch, in the one model contract of DESIGN.md.
-
-    ``model(images, targets)`` in train mode (targets with "masks" uint8[N, H, W]):
-    {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}.
-    ``model(images)`` in eval mode: one dict per image with "boxes" float[M, 4], "labels"
-    int64[M], "scores" float[M] and "masks" float[M, H, W], probabilities in [0, 1] (foreground
-    above 0.5; the layout of the targets' masks, where torchvision gives [M, 1, H, W]).
+# ----------------------------------------------------------------------------- the branch
+class MaskBranch(nn.Module):
+    """Mask R-CNN's branch, plugged into Fast R-CNN's heads (``rcnn.RoIHeads(mask_branch=...)``):
+    a pooler (RoI Align or RoI Pool, P x P bins) and a :class:`MaskHead`.
 
     Args:
-        num_classes: C, labels 1..C.
-        pretrained_backbone: path of a checkpoint of ``python -m lessons_pkg.pretrain``.
-        pool: "roi_align" (RoI Align, aligned, 2 x 2 samples per bin) or "roi_pool", for the box
-            head's pooler and the mask branch's both.
-        class_agnostic: one mask per RoI instead of one per class.
-        mask_size, mask_pooled_size: M and P (M = 2 P: the transposed conv doubles the side).
-        mask_width: channels of the mask head's convs.
-        **faster_rcnn_settings: passed to :class:`faster_rcnn.FasterRCNN` (rpn, pooled_size,
-            box_hidden, and RoIHeads' batch_size_per_image, score_threshold, ...).
+        in_channels: D, the feature map's channels.  num_classes: C.
+        pool: "roi_align" or "roi_pool".  stride: the feature map's stride.
+        pooled_size, mask_size: P and M (M = 2 P: the transposed conv doubles the side).
+        width: channels of the head's convs.  class_agnostic: one mask per RoI, not one per class.
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_align",
-                 class_agnostic: bool = False, mask_size: int = 28, mask_pooled_size: int = 14,
-                 mask_width: int = 64, **faster_rcnn_settings):
-        if pool not in ("roi_align", "roi_pool"):
-            raise ValueError(f"unknown pool {pool!r}; choose 'roi_align' or 'roi_pool'")
-        if mask_size != 2 * mask_pooled_size:
+    def __init__(self, in_channels: int, num_classes: int, pool: str = "roi_align", stride: int = rcnn.STRIDE,
+                 pooled_size: int = 14, mask_size: int = 28, width: int = 64, class_agnostic: bool = False):
+        super().__init__()
+        if mask_size != 2 * pooled_size:
             raise ValueError(f"mask_size must be 2 * mask_pooled_size (the transposed conv doubles it), "
-                             f"got {mask_size} and {mask_pooled_size}")
-        super().__init__(num_classes, pretrained_backbone, **faster_rcnn_settings)
-        self.pool, self.class_agnostic, self.mask_size = pool, class_agnostic, mask_size
-        self.roi_heads.pooler = self.make_pooler(self.roi_heads.pooler.output_size)
-        self.mask_pooler = self.make_pooler(mask_pooled_size)
-        self.mask_head = MaskHead(self.backbone.out_channels, 1 if class_agnostic else num_classes, mask_width)
+                             f"got {mask_size} and {pooled_size}")
+        self.mask_size, self.class_agnostic = mask_size, class_agnostic
+        self.pooler = rcnn.make_pooler(pool, pooled_size, stride)
+        self.head = MaskHead(in_channels, 1 if class_agnostic else num_classes, width)
 
-    def make_pooler(self, output_size) -> nn.Module:
-        """RoI Align or RoI Pool (``self.pool``) from the stride-8 feature map."""
-        scale = 1 / self.backbone.stride
-        if self.pool == "roi_pool":
-            return ops.RoIPool(output_size, spatial_scale=scale)
-        return ops.RoIAlign(output_size, spatial_scale=scale, sampling_ratio=2, aligned=True)
-
-    def mask_logits(self, features: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+    def logits(self, features: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
         """RoIs (Tensor[K, 5] or per image Tensor[K_i, 4]) -> Tensor[K, C or 1, M, M]."""
-        return self.mask_head(self.mask_pooler(features, rois))
+        return self.head(self.pooler(features, rois))
 
-    def head_losses(self, features: Tensor, proposals: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
-        """The box heads' losses (as in Faster R-CNN) and "loss_mask" over the positive samples."""
-        heads = self.roi_heads
-        sampled, labels, regression_targets, matched = heads.select_training_samples(
-            proposals, targets, return_matched=True)
-        class_logits, box_deltas = heads.box_head(heads.pooler(features, sampled))
-        losses = rcnn.fastrcnn_loss(class_logits, box_deltas, labels, regression_targets)
+    def loss(self, features: Tensor, sampled: list[Tensor], labels: Tensor, matched: Tensor,
+             targets: list[dict]) -> Tensor:
+        """"loss_mask" over the positive samples of the box heads.
+
+        Args:
+            sampled: per image the sampled RoIs Tensor[K_i, 4]; labels (Tensor[K]): int64, 0 for
+            background; matched (Tensor[K]): each sample's object in its image (-1: background);
+            targets: with "masks" uint8[G_i, H, W].
+        """
         # Every sample's image, and its object as a row of all the batch's masks (its index in
         # its image, offset by the objects of the earlier images); then the positives only (one
         # sync, as in fastrcnn_loss). Offsets are Python ints: no host-to-device copy.
@@ -232,18 +197,17 @@ class MaskRCNN(faster_rcnn.FasterRCNN):
         gt_row = torch.cat([m + o for m, o in zip(matched.split(sizes), offsets)])
         positive = torch.nonzero(labels > 0).squeeze(1)
         boxes = torch.cat(sampled)[positive]
-        logits = self.mask_logits(features, torch.cat([image[positive, None].to(boxes.dtype), boxes], dim=1))
+        logits = self.logits(features, torch.cat([image[positive, None].to(boxes.dtype), boxes], dim=1))
         gt_masks = torch.cat([t["masks"] for t in targets]).to(dev)
         goal = mask_targets(gt_masks, gt_row[positive], boxes, self.mask_size)
-        losses["loss_mask"] = mask_loss(logits, labels[positive], goal)
-        return losses
+        return mask_loss(logits, labels[positive], goal)
 
-    def add_masks(self, features: Tensor, detections: list[dict], image_size: tuple[int, int]) -> list[dict]:
+    def predict(self, features: Tensor, detections: list[dict], image_size: tuple[int, int]) -> list[dict]:
         """Each detection's mask: its label's channel (channel 0 if class-agnostic), sigmoid,
         pasted into the image; adds "masks" float[M, H, W] to every dict."""
         boxes = [d["boxes"] for d in detections]
         labels = torch.cat([d["labels"] for d in detections])
-        logits = self.mask_logits(features, boxes)
+        logits = self.logits(features, boxes)
         channel = torch.zeros_like(labels) if self.class_agnostic else labels - 1
         probs = logits[torch.arange(len(labels), device=labels.device), channel].sigmoid()
         masks = paste_masks(probs, torch.cat(boxes), image_size)
@@ -251,22 +215,35 @@ class MaskRCNN(faster_rcnn.FasterRCNN):
             d["masks"] = m
         return detections
 
-    def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
-        """Training: returns {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}.
-        Eval: returns one dict per image with "boxes", "labels", "scores", "masks"."""
-        images = check_images(images)
-        image_size = tuple(images.shape[-2:])
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes', "
-                                 "'labels' and 'masks')")
-            check_detection_targets(targets, len(images), self.num_classes)
-            check_mask_targets(targets, image_size)
-        else:
-            targets = None
-        features = self.backbone(images)
-        proposals, rpn_losses = self.rpn(image_size, features, targets)
-        if self.training:
-            return {**rpn_losses, **self.head_losses(features, proposals, targets)}
-        detections, _ = self.roi_heads(features, proposals, image_size)
-        return self.add_masks(features, detections, image_size)
+
+# ----------------------------------------------------------------------------- the model
+class MaskRCNN(faster_rcnn.FasterRCNN):
+    """Faster R-CNN + a mask branch in its RoI heads, in the one model contract (README).
+
+    ``model(images, targets)`` in train mode (targets with "masks" uint8[N, H, W]):
+    {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}.
+    ``model(images)`` in eval mode: one dict per image with "boxes" float[M, 4], "labels"
+    int64[M], "scores" float[M] and "masks" float[M, H, W], probabilities in [0, 1] (foreground
+    above 0.5; the layout of the targets' masks, where torchvision gives [M, 1, H, W]).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        pool: "roi_align" (RoI Align, aligned, 2 x 2 samples per bin) or "roi_pool", for the box
+            head's pooler and the mask branch's both.
+        class_agnostic: one mask per RoI instead of one per class.
+        mask_size, mask_pooled_size: M and P (M = 2 P: the transposed conv doubles the side).
+        mask_width: channels of the mask head's convs.
+        **faster_rcnn_settings: passed to :class:`faster_rcnn.FasterRCNN` (rpn, pooled_size,
+            box_hidden, and RoIHeads' batch_size_per_image, score_threshold, ...).
+    """
+
+    task = "instance"
+
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_align",
+                 class_agnostic: bool = False, mask_size: int = 28, mask_pooled_size: int = 14,
+                 mask_width: int = 64, **faster_rcnn_settings):
+        super().__init__(num_classes, pretrained_backbone, pool=pool, **faster_rcnn_settings)
+        self.roi_heads.mask_branch = MaskBranch(self.backbone.out_channels, num_classes, pool, self.backbone.stride,
+                                                mask_pooled_size, mask_size, mask_width, class_agnostic)

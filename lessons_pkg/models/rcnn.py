@@ -32,38 +32,26 @@ from torch import Tensor, nn
 
 from .. import boxes as box_ops
 from .. import matching, ops
-from ..inputs import check_detection_targets, check_images
+from ..inputs import prepare_batch
 from . import proposals as proposal_methods
+from .backbone import Backbone, build_backbone
 
-STRIDE = 8  # the feature map of backbone_features: 1/8 of the image
-
-
-# ----------------------------------------------------------------------------- backbone
-class FeatureExtractor(nn.Module):
-    """The first three stages of the course's residual backbone (``localizer.Backbone``):
-    Tensor[B, 3, H, W] -> Tensor[B, 64, H / 8, W / 8] (a 16 x 16 map for 128-pixel images,
-    fine enough for objects of 12 pixels). Subtracts each image's mean colour, as the backbone
-    does, so that its pretrained weights apply."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.stem, self.blocks = backbone.stem, backbone.blocks[:2]
-        self.out_channels, self.stride = backbone.widths[2], STRIDE
-
-    def forward(self, images: Tensor) -> Tensor:
-        x = images - images.mean(dim=(2, 3), keepdim=True)
-        return self.blocks(self.stem(x.contiguous(memory_format=torch.channels_last)))
+STRIDE = 8  # the R-CNN family's feature map: the backbone's stage at 1/8 of the image
 
 
-def backbone_features(pretrained=None) -> FeatureExtractor:
-    """A :class:`FeatureExtractor`, from the weights of ``python -m lessons_pkg.pretrain`` when
-    ``pretrained`` (a path) is given."""
-    from .localizer import Backbone, load_pretrained_backbone  # the backbone these models extend
+# ----------------------------------------------------------------------------- poolers
+POOLS = ("roi_pool", "roi_align")
 
-    backbone = Backbone((16, 32, 64, 128))
-    if pretrained is not None:
-        load_pretrained_backbone(backbone, pretrained)
-    return FeatureExtractor(backbone)
+
+def make_pooler(pool: str, output_size: int, stride: int = STRIDE) -> nn.Module:
+    """RoI Pool or RoI Align (aligned, 2 x 2 samples per bin) from a stride-``stride`` feature
+    map: ``pooler(features, proposals) -> Tensor[K, D, P, P]`` for proposals in image pixels
+    (a list of Tensor[K_i, 4], or Tensor[K, 5] with the image index first)."""
+    if pool == "roi_pool":
+        return ops.RoIPool(output_size, spatial_scale=1 / stride)
+    if pool == "roi_align":
+        return ops.RoIAlign(output_size, spatial_scale=1 / stride, sampling_ratio=2, aligned=True)
+    raise ValueError(f"unknown pool {pool!r}; choose from {POOLS}")
 
 
 # ----------------------------------------------------------------------------- box heads
@@ -97,12 +85,12 @@ class CropCNNBoxHead(nn.Module):
     makes a (S / 8) x (S / 8) map of each crop.
     """
 
-    def __init__(self, features: FeatureExtractor, crop_size: int, num_classes: int, hidden: int = 256):
+    def __init__(self, features: Backbone, crop_size: int, num_classes: int, hidden: int = 256):
         super().__init__()
-        if crop_size % STRIDE:
-            raise ValueError(f"crop_size must be a multiple of {STRIDE}, got {crop_size}")
+        if crop_size % features.stride:
+            raise ValueError(f"crop_size must be a multiple of {features.stride}, got {crop_size}")
         self.features = features
-        self.mlp = MLPBoxHead(features.out_channels, crop_size // STRIDE, num_classes, hidden)
+        self.mlp = MLPBoxHead(features.out_channels, crop_size // features.stride, num_classes, hidden)
 
     def forward(self, crops: Tensor) -> tuple[Tensor, Tensor]:
         return self.mlp(self.features(crops))
@@ -145,13 +133,18 @@ class RoIHeads(nn.Module):
         box_weights: the box coder's weights (dx, dy, dw, dh).
         add_gt_as_proposals: add the true boxes to the proposals in training (so every object
             has at least one perfect positive, as torchvision does).
+        mask_branch: optional, e.g. Mask R-CNN's ``mask_rcnn.MaskBranch``: in training
+            ``mask_branch.loss(features, sampled, labels, matched, targets)`` adds "loss_mask"
+            over the positive samples; at test time ``mask_branch.predict(features, detections,
+            image_size)`` adds "masks" to the detections. The box path is the same with or
+            without it (torchvision's RoIHeads does the same).
     """
 
     def __init__(self, pooler: Callable[[Tensor, list[Tensor]], Tensor], box_head: nn.Module, num_classes: int,
                  fg_iou: float = 0.5, bg_iou: float = 0.5, batch_size_per_image: int = 128,
                  positive_fraction: float = 0.25, score_threshold: float = 0.05, nms_threshold: float = 0.5,
                  detections_per_image: int = 100, box_weights=(10.0, 10.0, 5.0, 5.0),
-                 add_gt_as_proposals: bool = True, seed: int = 0):
+                 add_gt_as_proposals: bool = True, seed: int = 0, mask_branch: nn.Module | None = None):
         super().__init__()
         self.pooler, self.box_head, self.num_classes = pooler, box_head, num_classes
         self.fg_iou, self.bg_iou = fg_iou, bg_iou
@@ -160,6 +153,7 @@ class RoIHeads(nn.Module):
         self.detections_per_image, self.box_weights = detections_per_image, tuple(box_weights)
         self.add_gt_as_proposals = add_gt_as_proposals
         self.generator = torch.Generator().manual_seed(seed)  # the sampler's stream (CPU)
+        self.register_module("mask_branch", mask_branch)
 
     def select_training_samples(self, proposals: list[Tensor], targets: list[dict], return_matched: bool = False
                                 ) -> tuple[list[Tensor], Tensor, Tensor] | tuple[list[Tensor], Tensor, Tensor, Tensor]:
@@ -214,15 +208,23 @@ class RoIHeads(nn.Module):
 
     def forward(self, features: Tensor, proposals: list[Tensor], image_size: tuple[int, int],
                 targets: list[dict] | None = None) -> tuple[list[dict], dict[str, Tensor]]:
-        """Train: ([], {"loss_cls", "loss_box"}). Eval: (one dict per image, {})."""
+        """Train: ([], {"loss_cls", "loss_box"} and "loss_mask" with a mask branch).
+        Eval: (one dict per image, with "masks" too with a mask branch; {})."""
         if self.training:
             if targets is None:
                 raise ValueError("in train mode the heads need targets")
-            proposals, labels, regression_targets = self.select_training_samples(proposals, targets)
+            proposals, labels, regression_targets, matched = self.select_training_samples(
+                proposals, targets, return_matched=True)
             class_logits, box_deltas = self.box_head(self.pooler(features, proposals))
-            return [], fastrcnn_loss(class_logits, box_deltas, labels, regression_targets)
+            losses = fastrcnn_loss(class_logits, box_deltas, labels, regression_targets)
+            if self.mask_branch is not None:
+                losses["loss_mask"] = self.mask_branch.loss(features, proposals, labels, matched, targets)
+            return [], losses
         class_logits, box_deltas = self.box_head(self.pooler(features, proposals))
-        return self.postprocess(class_logits, box_deltas, proposals, image_size), {}
+        detections = self.postprocess(class_logits, box_deltas, proposals, image_size)
+        if self.mask_branch is not None:
+            detections = self.mask_branch.predict(features, detections, image_size)
+        return detections, {}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -280,14 +282,9 @@ class _ProposalDetector(nn.Module):
         raise NotImplementedError
 
     def forward(self, images, targets: list[dict] | None = None, proposals: list[Tensor] | None = None):
-        images = check_images(images)
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes' and 'labels')")
-            check_detection_targets(targets, len(images), self.num_classes)
+        images, checked = prepare_batch(images, targets, self.training, self.num_classes)
         props = image_proposals(images, targets, proposals, self.proposals_per_image)
-        detections, losses = self.roi_heads(self.features(images), props, tuple(images.shape[-2:]),
-                                            targets if self.training else None)
+        detections, losses = self.roi_heads(self.features(images), props, tuple(images.shape[-2:]), checked)
         return losses if self.training else detections
 
 
@@ -301,19 +298,11 @@ class FastRCNN(_ProposalDetector):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_pool",
                  pooled_size: int = 7, proposals_per_image: int = 300, **head_settings):
         super().__init__(num_classes, proposals_per_image)
-        if pool not in ("roi_pool", "roi_align"):
-            raise ValueError(f"unknown pool {pool!r}; choose 'roi_pool' or 'roi_align'")
-        self.backbone = backbone_features(pretrained_backbone)
+        self.backbone = build_backbone(pretrained_backbone, stride=STRIDE)
         self.pool, self.pooled_size = pool, pooled_size
-        self.roi_heads = RoIHeads(self.crop_features, MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes),
+        self.roi_heads = RoIHeads(make_pooler(pool, pooled_size, self.backbone.stride),
+                                  MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes),
                                   num_classes, **head_settings)
-
-    def crop_features(self, features: Tensor, proposals: list[Tensor]) -> Tensor:
-        """proposals (image pixels) -> Tensor[K, D, P, P] cut out of the stride-8 feature map."""
-        if self.pool == "roi_pool":
-            return ops.roi_pool(features, proposals, self.pooled_size, spatial_scale=1 / STRIDE)
-        return ops.roi_align(features, proposals, self.pooled_size, spatial_scale=1 / STRIDE, sampling_ratio=2,
-                             aligned=True)
 
     def features(self, images: Tensor) -> Tensor:
         return self.backbone(images)
@@ -330,7 +319,7 @@ class RCNN(_ProposalDetector):
                  proposals_per_image: int = 300, **head_settings):
         super().__init__(num_classes, proposals_per_image)
         self.crop_size = crop_size
-        head = CropCNNBoxHead(backbone_features(pretrained_backbone), crop_size, num_classes)
+        head = CropCNNBoxHead(build_backbone(pretrained_backbone, stride=STRIDE), crop_size, num_classes)
         self.roi_heads = RoIHeads(self.warp_crops, head, num_classes, **head_settings)
 
     def warp_crops(self, images: Tensor, proposals: list[Tensor]) -> Tensor:

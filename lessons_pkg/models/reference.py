@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-from ..inputs import check_detection_targets, check_images
+from ..inputs import prepare_batch
 
 
 class SSDLite(nn.Module):
@@ -43,12 +43,9 @@ class SSDLite(nn.Module):
 
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: {"loss_box", "loss_cls"}. Eval: one dict per image ("boxes", "labels", "scores")."""
-        images = check_images(images)
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes)
         if not self.training:
             return self.detector(list(images))
-        if targets is None:
-            raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes' and 'labels')")
-        check_detection_targets(targets, len(images), self.num_classes)
         # Only boxes and labels: torchvision would otherwise resize every instance mask too.
         losses = self.detector(list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         return {"loss_box": losses["bbox_regression"], "loss_cls": losses["classification"]}

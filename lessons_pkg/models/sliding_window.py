@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .. import boxes as box_ops
 from .. import ops
-from ..inputs import check_images
+from ..inputs import check_images, prepare_batch
 
 PATCH = 30  # P: the classifier's input side
 STRIDE = 8  # the classifier's total stride (three 2x2 max-pools): the score map's step
@@ -226,28 +226,28 @@ def window_scores(image: Tensor, classifier: PatchClassifier, window_sizes: Sequ
 
 
 def detections_from_scores(boxes: Tensor, probs: Tensor, image_size: tuple[int, int], score_threshold: float = 0.5,
-                           nms_threshold: float = 0.3, max_detections: int = 100) -> dict[str, Tensor]:
+                           nms_threshold: float = 0.3, detections_per_image: int = 100) -> dict[str, Tensor]:
     """Windows and their class probabilities -> the contract's detections of one image.
 
     Every (window, class k >= 1) pair with probability above ``score_threshold`` is a candidate
     box of label k scored by that probability; per-class NMS then keeps the best of each group
-    of overlapping windows, and the ``max_detections`` best survive.
+    of overlapping windows, and the ``detections_per_image`` best survive.
     """
     keep_w, keep_k = torch.nonzero(probs[:, 1:] > score_threshold, as_tuple=True)
     cand_boxes = box_ops.clip_boxes_to_image(boxes[keep_w], image_size)
     cand_scores, cand_labels = probs[keep_w, keep_k + 1], keep_k + 1
-    keep = ops.batched_nms(cand_boxes, cand_scores, cand_labels, nms_threshold)[:max_detections]
+    keep = ops.batched_nms(cand_boxes, cand_scores, cand_labels, nms_threshold)[:detections_per_image]
     return {"boxes": cand_boxes[keep], "labels": cand_labels[keep], "scores": cand_scores[keep]}
 
 
 def sliding_window_detect(image: Tensor, classifier: PatchClassifier, window_sizes: Sequence[float],
                           stride: int = STRIDE, method: str = "convolutional", score_threshold: float = 0.5,
-                          nms_threshold: float = 0.3, max_detections: int = 100) -> dict[str, Tensor]:
+                          nms_threshold: float = 0.3, detections_per_image: int = 100) -> dict[str, Tensor]:
     """Detect objects in one image Tensor[3, H, W]: :func:`window_scores` then
     :func:`detections_from_scores`. Returns {"boxes": Tensor[D, 4], "labels": int64[D], "scores": Tensor[D]}."""
     boxes, probs = window_scores(image, classifier, window_sizes, stride, method)
     return detections_from_scores(boxes, probs, tuple(image.shape[-2:]), score_threshold, nms_threshold,
-                                  max_detections)
+                                  detections_per_image)
 
 
 # ----------------------------------------------------------------------------- training crops
@@ -319,24 +319,25 @@ class SlidingWindowDetector(nn.Module):
     ``model(images)`` returns one dict per image with "boxes", "labels", "scores".
     """
 
-    def __init__(self, num_classes: int = 4, window_sizes: Sequence[float] = (14, 17, 20, 24, 29, 35, 42, 50),
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, window_sizes: Sequence[float] = (14, 17, 20, 24, 29, 35, 42, 50),
                  stride: int = STRIDE, method: str = "convolutional", score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3, max_detections: int = 100, classifier: PatchClassifier | None = None,
+                 nms_threshold: float = 0.3, detections_per_image: int = 100, classifier: PatchClassifier | None = None,
                  seed: int = 0):
         super().__init__()
+        if pretrained_backbone is not None:
+            raise ValueError("the sliding-window detector's patch classifier has no pretrained backbone "
+                             f"(got pretrained_backbone={pretrained_backbone!r})")
+        self.num_classes = num_classes
         self.classifier = classifier if classifier is not None else PatchClassifier(num_classes)
         self.window_sizes = tuple(window_sizes)
         self.stride, self.method = stride, method
-        self.score_threshold, self.nms_threshold, self.max_detections = score_threshold, nms_threshold, max_detections
+        self.score_threshold, self.nms_threshold, self.detections_per_image = score_threshold, nms_threshold, detections_per_image
         self.generator = torch.Generator().manual_seed(seed)  # the training windows' stream (CPU)
 
     def forward(self, images, targets: list[dict] | None = None):
-        images = check_images(images)
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes)
         size = tuple(images.shape[-2:])
         if self.training:
-            if targets is None or len(targets) != len(images):
-                raise ValueError(f"train mode needs one target dict per image ({len(images)}), got "
-                                 f"{'none' if targets is None else len(targets)}")
             lo, hi = min(self.window_sizes), max(self.window_sizes)
             sampled = [sample_windows(t, size, (lo, hi), generator=self.generator) for t in targets]
             windows = [wb for wb, _ in sampled]
@@ -344,5 +345,5 @@ class SlidingWindowDetector(nn.Module):
             logits = self.classifier(crop_windows(images, windows))
             return {"loss_cls": F.cross_entropy(logits, labels, ignore_index=-1)}
         return [sliding_window_detect(image, self.classifier, self.window_sizes, self.stride, self.method,
-                                      self.score_threshold, self.nms_threshold, self.max_detections)
+                                      self.score_threshold, self.nms_threshold, self.detections_per_image)
                 for image in images]

@@ -41,9 +41,9 @@ from torch import Tensor, nn
 from .. import anchors as anchor_ops
 from .. import boxes as box_ops
 from .. import ops
-from ..inputs import check_detection_targets, check_images
+from ..inputs import prepare_batch
 from ..matching import NEGATIVE
-from . import localizer
+from .backbone import Backbone, build_backbone
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)   # 1 / SSD's variances (0.1, 0.1, 0.2, 0.2)
 STRIDES = (8, 16, 32, 64, 128)         # image pixels per cell of each level
@@ -282,22 +282,20 @@ def postprocess(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor,
 
 # ----------------------------------------------------------------------------- the network
 class SSDFeatures(nn.Module):
-    """The course's residual backbone (``localizer.Backbone``) plus SSD's extra layers.
+    """The course's backbone (:mod:`backbone`) plus SSD's extra layers.
 
-    images Tensor[B, 3, H, W] -> five maps: Tensor[B, 64, H / 8, W / 8] (the backbone's third
-    stage), Tensor[B, 128, H / 16, W / 16] (its fourth), then three extra layers, each a 1x1
-    conv down to 64 channels and a 3x3 conv of stride 2 back to 128:
+    images Tensor[B, 3, H, W] -> five maps: Tensor[B, 64, H / 8, W / 8] (the backbone's stage at
+    stride 8), Tensor[B, 128, H / 16, W / 16] (its last stage), then three extra layers, each a
+    1x1 conv down to 64 channels and a 3x3 conv of stride 2 back to 128:
     Tensor[B, 128, H / 32, W / 32], Tensor[B, 128, H / 64, ...], Tensor[B, 128, H / 128, ...].
-    Subtracts each image's mean colour and runs channels-last, as the backbone does, so that its
-    pretrained weights apply.
     """
 
-    def __init__(self, backbone: localizer.Backbone, extra_width: int = 128, bottleneck: int = 64):
+    def __init__(self, backbone: Backbone, extra_width: int = 128, bottleneck: int = 64):
         super().__init__()
-        if len(backbone.blocks) != 3:
-            raise ValueError(f"SSD needs a backbone with three residual blocks (strides 4, 8, 16), "
-                             f"got {len(backbone.blocks)}")
-        self.stem, self.blocks = backbone.stem, backbone.blocks
+        if backbone.strides[-2:] != STRIDES[:2]:
+            raise ValueError(f"SSD needs a backbone whose last two stages have strides {STRIDES[:2]}, "
+                             f"got strides {backbone.strides}")
+        self.backbone = backbone
         in_channels = backbone.widths[-1]
         self.extras = nn.ModuleList()
         for _ in range(len(STRIDES) - 2):
@@ -308,9 +306,7 @@ class SSDFeatures(nn.Module):
         self.out_channels = [backbone.widths[-2], backbone.widths[-1]] + [extra_width] * (len(STRIDES) - 2)
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        x = images - images.mean(dim=(2, 3), keepdim=True)
-        x = self.blocks[1](self.blocks[0](self.stem(x.contiguous(memory_format=torch.channels_last))))
-        maps = [x, self.blocks[2](x)]
+        maps = self.backbone.stages(images)[-2:]          # strides 8 and 16
         for extra in self.extras:
             maps.append(extra(maps[-1]))
         return maps
@@ -360,7 +356,7 @@ class SSDHead(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 class SSD(nn.Module):
-    """Features + heads + default boxes, in the one model contract of DESIGN.md.
+    """Features + heads + default boxes, in the one model contract (README).
 
     ``model(images, targets)`` in train mode: {"loss_box", "loss_cls"} (see :func:`ssd_loss`).
     ``model(images)`` in eval mode: one dict per image with "boxes" float[M, 4] (xyxy pixels,
@@ -370,7 +366,8 @@ class SSD(nn.Module):
 
     Args:
         num_classes: C, labels 1..C.
-        pretrained_backbone: path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
         config: an :class:`SSDConfig`, or its fields as keyword ``settings`` (not both).
     """
 
@@ -383,10 +380,7 @@ class SSD(nn.Module):
             raise ValueError("give either an SSDConfig or keyword settings, not both")
         self.num_classes = num_classes
         self.config = config if config is not None else SSDConfig(**settings)
-        backbone = localizer.Backbone((16, 32, 64, 128))
-        if pretrained_backbone is not None:
-            localizer.load_pretrained_backbone(backbone, pretrained_backbone)
-        self.features = SSDFeatures(backbone)
+        self.features = SSDFeatures(build_backbone(pretrained_backbone))
         self.head = SSDHead(self.features.out_channels, self.config.boxes_per_location, num_classes,
                             self.config.prior)
         self._default_boxes: dict[tuple, Tensor] = {}
@@ -415,13 +409,9 @@ class SSD(nn.Module):
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_box", "loss_cls"}.
         Eval: returns one dict per image with "boxes", "labels", "scores"."""
-        images = check_images(images)
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes)
         image_size = tuple(images.shape[-2:])
         default_boxes = self.default_boxes(image_size, images.device)   # raises on a bad size
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes' and 'labels')")
-            check_detection_targets(targets, len(images), self.num_classes)
         class_logits, box_deltas = self.head(self.features(images))
         if self.training:
             generator = self.generator(images.device) if self.config.negatives == "random" else None

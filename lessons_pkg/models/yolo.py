@@ -52,8 +52,8 @@ from torch import Tensor, nn
 
 from .. import boxes as box_ops
 from .. import ops
-from ..inputs import check_detection_targets, check_images
-from . import localizer  # the backbone this model extends
+from ..inputs import prepare_batch
+from .backbone import build_backbone
 
 
 # ----------------------------------------------------------------------------- settings
@@ -309,7 +309,7 @@ def yolo_loss(raw: Tensor, encoded: dict[str, Tensor], image_size: tuple[int, in
 
 # ----------------------------------------------------------------------------- the model
 class YOLO(nn.Module):
-    """Backbone + :class:`YOLOHead`, in the one model contract of DESIGN.md.
+    """Backbone + :class:`YOLOHead`, in the one model contract (README).
 
     ``model(images, targets)`` in train mode: {"loss_box", "loss_obj", "loss_noobj",
     "loss_cls"} (see :func:`yolo_loss`). ``model(images)`` in eval mode: one dict per image
@@ -318,7 +318,8 @@ class YOLO(nn.Module):
 
     Args:
         num_classes: C, labels 1..C.
-        pretrained_backbone: path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
         config: a :class:`YOLOConfig`, or its fields as keyword ``settings``.
     """
 
@@ -331,9 +332,7 @@ class YOLO(nn.Module):
             raise ValueError("give either a YOLOConfig or keyword settings, not both")
         self.num_classes = num_classes
         self.config = c = config if config is not None else YOLOConfig(**settings)
-        self.backbone = localizer.Backbone((16, 32, 64, 128))
-        if pretrained_backbone is not None:
-            localizer.load_pretrained_backbone(self.backbone, pretrained_backbone)
+        self.backbone = build_backbone(pretrained_backbone)
         if c.stride != self.backbone.stride:
             raise ValueError(f"the config's stride ({c.stride}) must be the backbone's ({self.backbone.stride})")
         self.head = YOLOHead(self.backbone.out_channels, num_classes, c.boxes_per_cell, c.head_channels)
@@ -341,17 +340,13 @@ class YOLO(nn.Module):
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_box", "loss_obj", "loss_noobj", "loss_cls"}.
         Eval: returns one dict per image with "boxes", "labels", "scores"."""
-        images = check_images(images)
+        images, targets = prepare_batch(images, targets, self.training, self.num_classes)
         image_size = tuple(images.shape[-2:])
         stride = self.config.stride
         if image_size[0] % stride or image_size[1] % stride:
             raise ValueError(f"YOLO needs an image height and width that are multiples of the stride "
                              f"{stride} (one grid cell per {stride}x{stride} pixels), got "
                              f"{image_size[0]}x{image_size[1]}; resize or pad the images")
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode the model needs targets (a list of dicts with 'boxes' and 'labels')")
-            check_detection_targets(targets, len(images), self.num_classes)
         raw = self.head(self.backbone(images))
         if not self.training:
             return postprocess(raw, image_size, self.config)

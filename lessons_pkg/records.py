@@ -1,0 +1,84 @@
+"""Checkpoint files: weights beside a JSON record, written and read in one place.
+
+A checkpoint of the course is two files: ``NAME.pt``, a ``state_dict`` read back with
+``torch.load(..., weights_only=True)`` (tensors only, no pickled code runs), and ``NAME.json``,
+its record: the command that made it, the settings, the torch version, the dtype of the
+weights, the training time and the scores measured *on the weights as saved*. Both commands that
+make checkpoints (``python -m lessons_pkg.pretrain`` and ``python -m lessons_pkg.checkpoints``)
+write them with :func:`save_checkpoint`; the tests recompute the scores from the files.
+
+The committed checkpoints live in ``data/pretrained/`` (:data:`PRETRAINED_DIR`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def default_path(name: str) -> Path:
+    """``data/pretrained/NAME.pt``, where the committed checkpoint ``name`` lives."""
+    return PRETRAINED_DIR / f"{name}.pt"
+
+
+def cast_state(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """The state_dict with its floating tensors in ``dtype`` (integers, e.g. BatchNorm's
+    counters, unchanged), on the CPU."""
+    return {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()) for k, v in state.items()}
+
+
+def load_weights(path: str | Path, map_location="cpu") -> dict[str, Tensor]:
+    """A state_dict read with ``weights_only=True``."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def load_record(path: str | Path) -> dict:
+    """The JSON record beside the weights at ``path`` (``NAME.json`` for ``NAME.pt``)."""
+    return json.loads(Path(path).with_suffix(".json").read_text())
+
+
+def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str = "float16",
+                    scores: Callable[[nn.Module], dict] | None = None) -> dict:
+    """Write ``model``'s weights in ``dtype`` to ``out`` and the record to ``out``'s ``.json``.
+
+    The weights are cast, saved and loaded back into ``model`` before ``scores(model)`` runs, so
+    the record's scores are those of the file (a float16 file scores what it holds, not what the
+    float32 model scored). The record gets ``"dtype"``, ``"torch"`` and ``"parameters"`` and the
+    scores' keys. Returns the record as written.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    torch.save(cast_state(model.state_dict(), DTYPES[dtype]), out)
+    model.load_state_dict(load_weights(out))   # the model now holds what the file holds
+    record = {**record, "torch": torch.__version__, "dtype": dtype,
+              "parameters": sum(p.numel() for p in model.parameters())}
+    if scores is not None:
+        record.update(scores(model))
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as a command line shows it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    root = PRETRAINED_DIR.parents[1]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def check_writable(out: str | Path, overwrite: bool) -> Path:
+    """``out`` as a Path; FileExistsError naming it when it (or its record) exists and
+    ``overwrite`` is False: a checkpoint is never replaced without being asked."""
+    out = Path(out)
+    existing = [p for p in (out, out.with_suffix(".json")) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it, or --out another path")
+    return out
