@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-BUDGET_SECONDS = 90  # DESIGN.md: every notebook executes in at most 90 s on 2 CPU cores
+BUDGET_SECONDS = 90  # ARCHITECTURE.md: every notebook executes in at most 90 s on 2 CPU cores
 
 
 def toc_documents(toc_file: Path = ROOT / "_toc.yml") -> list[str]:

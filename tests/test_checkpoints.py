@@ -87,3 +87,52 @@ def test_the_command_trains_and_writes_a_record(tmp_path, monkeypatch):
     assert record["steps"] == 2 and record["seed"] == 3 and record["command"].endswith("--steps 2 --seed 3")
     model, _ = checkpoints.load("sliding_window", out)
     assert not model.training
+
+
+def test_the_recipe_alone_sets_the_steps_and_seed_and_nothing_is_overwritten(tmp_path, monkeypatch):
+    """No --steps, no --seed: the recipe's own (what makes the committed file); the record's
+    command is then the shortest one; an existing checkpoint is replaced only with --overwrite."""
+    recipe = checkpoints.RECIPES["sliding_window"]
+    monkeypatch.setitem(checkpoints.RECIPES, "sliding_window",
+                        dataclasses.replace(recipe, num_train_images=8, steps=3, seed=5))
+    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    out = tmp_path / "sw.pt"
+    assert checkpoints.main(["sliding_window", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["steps"] == 3 and record["seed"] == 5 and record["dtype"] == "float16"
+    assert record["command"] == f"python -m lessons_pkg.checkpoints sliding_window --out {out}"
+    state = torch.load(out, weights_only=True)
+    assert {v.dtype for v in state.values()} <= {torch.float16, torch.int64}
+    before = out.read_bytes()
+    with pytest.raises(SystemExit):
+        checkpoints.main(["sliding_window", "--out", str(out), "--steps", "1"])
+    assert out.read_bytes() == before
+    assert checkpoints.main(["sliding_window", "--out", str(out), "--steps", "1", "--overwrite"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["command"].endswith("--steps 1")
+    with pytest.raises(SystemExit):
+        checkpoints.main(["sliding_window", "--out", str(tmp_path / "x.pt"), "--steps", "0"])
+
+
+def test_load_finds_the_committed_file_by_name():
+    model, record = checkpoints.load("sliding_window")
+    assert record == json.loads(COMMITTED["sliding_window"].with_suffix(".json").read_text())
+    assert records.default_path("ssd") == COMMITTED["ssd"]
+
+
+def test_the_record_scores_the_weights_as_saved(tmp_path):
+    """save_checkpoint casts, saves and reloads before scoring: the scores see float16 weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    seen = {}
+
+    def scores(saved):
+        seen["weight"] = saved.weight.detach().clone()
+        return {"score": 1.0}
+
+    record = records.save_checkpoint(model, tmp_path / "m.pt", {"command": "x"}, dtype="float16", scores=scores)
+    assert record["dtype"] == "float16" and record["score"] == 1.0 and record["parameters"] == 8
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)["weight"]
+    assert stored.dtype == torch.float16
+    torch.testing.assert_close(seen["weight"], stored.float(), rtol=0, atol=0)
+    with pytest.raises(FileExistsError, match=r"m\.pt exists; pass --overwrite"):
+        records.check_writable(tmp_path / "m.pt", overwrite=False)

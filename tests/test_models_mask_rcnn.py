@@ -289,3 +289,27 @@ def test_mask_rcnn_overfits_four_images():
     segm = metrics.mean_average_precision(preds, targets, iou_type="segm")
     print(f"overfit: mask mAP@0.5 {segm['map_50']:.3f}, mask mAP {segm['map']:.3f}, {seconds:.1f} s")
     assert segm["map_50"] >= 0.8
+
+
+def test_one_box_head_path_mask_rcnn_box_losses_equal_faster_rcnns(batch):
+    """Mask R-CNN adds a branch to Fast R-CNN's RoI heads, it does not re-run them: with the same
+    weights and sampler seed, its RPN and box losses are Faster R-CNN's, to the last bit, and
+    so are its detections (for RoI Align and for RoI Pool)."""
+    from lessons_pkg.models import faster_rcnn
+
+    images, targets = batch
+    for pool in ("roi_align", "roi_pool"):
+        masks = mr.MaskRCNN(num_classes=4, pool=pool).train()
+        boxes_only = faster_rcnn.FasterRCNN(num_classes=4, pool=pool).train()
+        shared = {k: v for k, v in masks.state_dict().items() if "mask_branch" not in k}
+        boxes_only.load_state_dict(shared)
+        with_masks, without = masks(images, targets), boxes_only(images, targets)
+        assert set(with_masks) == set(without) | {"loss_mask"}
+        for key, value in without.items():
+            assert torch.equal(with_masks[key], value), (pool, key)
+        masks.eval(), boxes_only.eval()
+        with torch.no_grad():
+            for a, b in zip(masks(images), boxes_only(images)):
+                assert a["masks"].shape[0] == len(a["boxes"])
+                for key in ("boxes", "labels", "scores"):
+                    assert torch.equal(a[key], b[key]), (pool, key)

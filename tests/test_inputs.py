@@ -1,0 +1,74 @@
+"""The one contract check: what prepare_batch checks for each task, and as_pair."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lessons_pkg import inputs
+
+
+def detection_targets(n=2, masks=False, size=(32, 32)):
+    targets = []
+    for _ in range(n):
+        t = {"boxes": torch.tensor([[1.0, 2, 10, 12]]), "labels": torch.tensor([1])}
+        if masks:
+            t["masks"] = torch.zeros(1, *size, dtype=torch.uint8)
+        targets.append(t)
+    return targets
+
+
+def test_eval_mode_checks_images_only_and_returns_no_targets():
+    images, targets = inputs.prepare_batch([torch.rand(3, 32, 32)] * 2, "anything", False, 4)
+    assert images.shape == (2, 3, 32, 32) and targets is None
+
+
+@pytest.mark.parametrize("task, keys", [("detection", "'boxes', 'labels'"), ("instance", "'boxes', 'labels', 'masks'"),
+                                        ("single_object", "'boxes', 'labels'"), ("semantic", "'semantic'")])
+def test_train_mode_without_targets_names_the_keys_the_task_needs(task, keys):
+    with pytest.raises(ValueError, match=f"in train mode the model needs targets \\(a list of dicts with {keys}"):
+        inputs.prepare_batch(torch.rand(2, 3, 32, 32), None, True, 4, task)
+
+
+def test_each_task_checks_what_it_needs():
+    images = torch.rand(2, 3, 32, 32)
+    _, targets = inputs.prepare_batch(images, detection_targets(), True, 4)
+    assert len(targets) == 2
+    with pytest.raises(ValueError, match="target 0: Mask R-CNN needs 'masks'"):
+        inputs.prepare_batch(images, detection_targets(), True, 4, "instance")
+    inputs.prepare_batch(images, detection_targets(masks=True), True, 4, "instance")
+    with pytest.raises(ValueError, match=r"target 1 'masks': expected a Tensor\[1, 32, 32\]"):
+        bad = detection_targets(masks=True)
+        bad[1]["masks"] = torch.zeros(1, 16, 16, dtype=torch.uint8)
+        inputs.prepare_batch(images, bad, True, 4, "instance")
+    two = detection_targets()
+    two[0] = {"boxes": torch.tensor([[1.0, 2, 10, 12], [3, 3, 9, 9]]), "labels": torch.tensor([1, 2])}
+    inputs.prepare_batch(images, two, True, 4, "detection")
+    with pytest.raises(ValueError, match="exactly one object"):
+        inputs.prepare_batch(images, two, True, 4, "single_object")
+    semantic = [{"semantic": torch.zeros(32, 32, dtype=torch.int64)} for _ in range(2)]
+    inputs.prepare_batch(images, semantic, True, 4, "semantic")
+    semantic[1]["semantic"][0, 0] = 7
+    with pytest.raises(ValueError, match=r"target 1 'semantic': expected classes 0\.\.4 \(or 255, ignored\), got 7"):
+        inputs.prepare_batch(images, semantic, True, 4, "semantic")
+    with pytest.raises(ValueError, match="unknown task 'panoptic'"):
+        inputs.prepare_batch(images, semantic, True, 4, "panoptic")
+
+
+def test_as_pair():
+    assert inputs.as_pair(3, "k") == (3, 3) and inputs.as_pair((2, 5), "k") == (2, 5)
+    assert inputs.as_pair(0, "padding") == (0, 0)
+    assert inputs.as_pair((2.5, 4), "stride", positive=True, kind=(int, float)) == (2.5, 4)
+    for bad, message in [((1, 2, 3), "k must be an int or a pair of ints"), (True, "k must be an int"),
+                         (2.5, "k must be an int")]:
+        with pytest.raises(ValueError, match=message):
+            inputs.as_pair(bad, "k")
+    with pytest.raises(ValueError, match="k must be a positive int or a pair \\(height, width\\) of positive ints"):
+        inputs.as_pair((0, 2), "k", positive=True)
+
+
+def test_a_chapter_checker_does_not_import_every_model():
+    code = ("import sys, lessons_pkg.exercises.boxes; from lessons_pkg import exercises; exercises.check_iou; "
+            "assert 'lessons_pkg.models' not in sys.modules and 'matplotlib' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('lessons_pkg'))")
+    subprocess.run([sys.executable, "-c", code], check=True)
