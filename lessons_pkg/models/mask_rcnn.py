@@ -14,6 +14,10 @@ third output per RoI, next to its class and its box: an M x M mask (M = 28).
   4. inference: the mask branch runs on the final detections; each detection's channel of its
      label, through a sigmoid, is pasted back into the image inside its box (:func:`paste_masks`).
 
+The branch (:class:`MaskBranch`) plugs into Fast R-CNN's heads (``rcnn.RoIHeads(mask_branch=...)``,
+as in torchvision): the box path that samples, pools, classifies and regresses is the one of
+Faster R-CNN, not a copy of it.
+
 RoI Align is what makes the masks line up: RoI Pool rounds every RoI and bin to the feature
 grid, an error of up to a stride (8 pixels here) that boxes tolerate and masks do not.
 ``MaskRCNN(pool="roi_pool")`` puts RoI Pool back, in the box and the mask branch (the
