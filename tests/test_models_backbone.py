@@ -91,5 +91,6 @@ def test_one_place_normalizes_and_every_model_checks_its_batch_in_one_place():
         for match in re.finditer(r"    def forward\(self, images, targets[^\n]*\n(?:        [^\n]*\n|\n)*", source):
             assert "prepare_batch(" in match.group(0), f"{path.name}: a forward(images, ...) without prepare_batch"
             forwards += 1
-    assert forwards == 9   # Localizer, SlidingWindowDetector, the proposal detectors, FasterRCNN, YOLO, SSD,
-    #                        SegmentationModel, SSDLite (MaskRCNN inherits FasterRCNN's)
+    # Localizer, SlidingWindowDetector, the proposal detectors (R-CNN, Fast R-CNN), FasterRCNN
+    # (and MaskRCNN, which inherits it), YOLO, SSD, SegmentationModel (the FCNs), SSDLite.
+    assert forwards == 8
