@@ -11,9 +11,10 @@ the seed and the training settings on the shapes ``train`` split, so the command
 but the recipe's name remakes the committed checkpoint (it refuses to replace an existing file
 unless given ``--overwrite``). The command writes the ``state_dict`` in float16 and, beside it,
 a JSON record (:func:`lessons_pkg.records.save_checkpoint`): the command, the settings, the
-torch version, the training time and the validation score of the float16 weights on the first
-``VAL_IMAGES`` images of the ``val`` split, COCO mAP for a detector and mIoU for a segmentation
-network (tests/test_checkpoints.py recomputes it).
+torch version, the training time and the scores of the float16 weights, COCO mAP for a
+detector and mIoU for a segmentation network, on the first ``VAL_IMAGES`` images of the ``val``
+split (what development looked at) and on the first ``TEST_IMAGES`` of the ``test`` split (the
+headline numbers and the quality bars); tests/test_checkpoints.py recomputes both.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from . import metrics, records, train
 from .data import collate_detection, make_split, segmentation_augmentation
 from .models import faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
 
-VAL_IMAGES = 64
+VAL_IMAGES = 64     # the validation images that development looked at
+TEST_IMAGES = 300   # the test images that no choice looked at: headline numbers and quality bars
 TASKS = ("detection", "segmentation", "instance")
 
 
@@ -85,11 +87,21 @@ RECIPES: dict[str, Recipe] = {
     "sliding_window": Recipe(sliding_window.SlidingWindowDetector, steps=4000),
     "fcn": Recipe(fcn.BackboneFCN, {"upsampling": "bilinear"}, num_train_images=2000, batch_size=32,
                   warmup_steps=20, task="segmentation", crop_size=64, pretrained=True),
+    # The FCN of Long et al. (scores fused by addition) at two depths of fusion, beside "fcn"
+    # (U-Net-style): the same backbone, data and budget.
+    "fcn_16s": Recipe(fcn.ScoreFusionFCN, {"strides": (16,)}, num_train_images=2000, batch_size=32,
+                      warmup_steps=20, task="segmentation", crop_size=64, pretrained=True),
+    "fcn_8s": Recipe(fcn.ScoreFusionFCN, {"strides": (16, 8)}, num_train_images=2000, batch_size=32,
+                     warmup_steps=20, task="segmentation", crop_size=64, pretrained=True),
     "faster_rcnn": Recipe(faster_rcnn.FasterRCNN, pretrained=True),
     # R-CNN and Fast R-CNN read selective-search proposals, computed once per image (0.1 s each):
     # fewer training images, the same number of steps as Faster R-CNN.
     "fast_rcnn": Recipe(rcnn.FastRCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True),
     "rcnn": Recipe(rcnn.RCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True),
+    # Fast R-CNN with RoI Align instead of RoI Pool, nothing else changed: the step from Fast to
+    # Faster R-CNN then separates "proposals from the RPN" from "Align instead of Pool".
+    "fast_rcnn_align": Recipe(rcnn.FastRCNN, {"pool": "roi_align"}, num_train_images=500, lr=1e-3, pretrained=True,
+                              proposals=True),
     # The single-shot detectors. SSD's two variants change only how the background default
     # boxes enter the classification loss.
     "yolo": Recipe(yolo.YOLO, pretrained=True),
@@ -106,12 +118,12 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def validation_map(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
-                   device: torch.device | str = "cpu", proposals: bool = False, iou_type: str = "bbox") -> dict:
-    """COCO mAP (all of :data:`metrics.SUMMARY_KEYS`) on the first ``num_images`` val images
-    (with ``proposals``, each image's selective-search proposals in its target). ``iou_type``
-    "bbox", "segm" (masks), or "both": {"bbox": ..., "segm": ...} from one pass."""
-    dataset = make_split("val", num_images, config)
+def split_map(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGES, config: str = "default",
+              device: torch.device | str = "cpu", proposals: bool = False, iou_type: str = "bbox") -> dict:
+    """COCO mAP (all of :data:`metrics.SUMMARY_KEYS`) on the first ``num_images`` images of
+    ``split`` (with ``proposals``, each image's selective-search proposals in its target).
+    ``iou_type`` "bbox", "segm" (masks), or "both": {"bbox": ..., "segm": ...} from one pass."""
+    dataset = make_split(split, num_images, config)
     loader = train.make_loader(rcnn.WithProposals(dataset) if proposals else dataset, batch_size=16, shuffle=False)
     if iou_type == "both":
         preds, targets = train.evaluate(model, loader, device=device)
@@ -120,26 +132,37 @@ def validation_map(model: nn.Module, config: str = "default", num_images: int = 
                           metric=lambda p, t: metrics.mean_average_precision(p, t, iou_type=iou_type))
 
 
-def validation_miou(model: nn.Module, config: str = "default", num_images: int = VAL_IMAGES,
-                    device: torch.device | str = "cpu") -> dict:
+def split_miou(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGES, config: str = "default",
+               device: torch.device | str = "cpu") -> dict:
     """{"miou", "pixel_accuracy", "iou_per_class"} of a segmentation model on the first
-    ``num_images`` val images (one confusion matrix over all their pixels)."""
-    loader = train.make_loader(make_split("val", num_images, config), batch_size=16, shuffle=False)
+    ``num_images`` images of ``split`` (one confusion matrix over all their pixels)."""
+    loader = train.make_loader(make_split(split, num_images, config), batch_size=16, shuffle=False)
     return train.evaluate(model, loader, device=device, metric=metrics.segmentation_metrics)
 
 
-def validation_record(task: str, model: nn.Module, config: str, num_images: int, proposals: bool = False) -> dict:
-    """The numbers a checkpoint's record keeps (and its test recomputes)."""
+def split_record(task: str, model: nn.Module, split: str, num_images: int, config: str = "default",
+                 proposals: bool = False) -> dict:
+    """The scores a checkpoint's record keeps for one split (and its test recomputes):
+    {"split", "num_images", "config", and mIoU or COCO mAP (box mAP, and mask mAP under "segm"
+    for instance segmentation)}."""
+    out = {"split": split, "num_images": num_images, "config": config}
     if task == "segmentation":
-        r = validation_miou(model, config, num_images)
-        return {"miou": round(r["miou"], 6), "pixel_accuracy": round(r["pixel_accuracy"], 6),
+        r = split_miou(model, split, num_images, config)
+        return {**out, "miou": round(r["miou"], 6), "pixel_accuracy": round(r["pixel_accuracy"], 6),
                 "iou_per_class": [round(float(v), 6) for v in r["iou_per_class"]]}
     if task == "instance":   # box mAP at the top level (as for every detector), mask mAP under "segm"
-        r = validation_map(model, config, num_images, proposals=proposals, iou_type="both")
-        return {**{k: round(float(r["bbox"][k]), 6) for k in metrics.SUMMARY_KEYS},
+        r = split_map(model, split, num_images, config, proposals=proposals, iou_type="both")
+        return {**out, **{k: round(float(r["bbox"][k]), 6) for k in metrics.SUMMARY_KEYS},
                 "segm": {k: round(float(r["segm"][k]), 6) for k in metrics.SUMMARY_KEYS}}
-    r = validation_map(model, config, num_images, proposals=proposals)
-    return {k: round(float(r[k]), 6) for k in metrics.SUMMARY_KEYS}
+    r = split_map(model, split, num_images, config, proposals=proposals)
+    return {**out, **{k: round(float(r[k]), 6) for k in metrics.SUMMARY_KEYS}}
+
+
+def scores(recipe: Recipe, model: nn.Module) -> dict:
+    """What a record keeps: the scores on the ``VAL_IMAGES`` validation images (what development
+    looked at) and on the ``TEST_IMAGES`` test images (the headline numbers and the bars)."""
+    return {"val": split_record(recipe.task, model, "val", VAL_IMAGES, recipe.config, recipe.proposals),
+            "test": split_record(recipe.task, model, "test", TEST_IMAGES, recipe.config, recipe.proposals)}
 
 
 def command_line(name: str, out: Path, steps: int, seed: int) -> str:
@@ -183,11 +206,17 @@ def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None 
               "steps": steps, "seed": seed, "final_loss": round(history.final(), 5),
               "train_seconds": round(history.seconds, 1), "render_seconds": round(render_seconds, 1)}
 
-    def scores(saved: nn.Module) -> dict:
-        return {"val": {"split": "val", "num_images": VAL_IMAGES, "config": recipe.config,
-                        **validation_record(recipe.task, saved, recipe.config, VAL_IMAGES, recipe.proposals)}}
+    return records.save_checkpoint(model, out, record, dtype="float16", scores=lambda saved: scores(recipe, saved))
 
-    return records.save_checkpoint(model, out, record, dtype="float16", scores=scores)
+
+def rescore(name: str, path: str | Path | None = None) -> dict:
+    """Recompute the val and test scores of checkpoint ``name`` (default: the committed one) and
+    write them into its record (``--rescore``: the weights are not touched). Returns the record."""
+    model, record = load(name, path)
+    path = records.default_path(name) if path is None else Path(path)
+    record.update(scores(RECIPES[name], model))
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def load(name: str, path: str | Path | None = None, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -218,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps; default: the recipe's")
     p.add_argument("--seed", type=int, default=None, help="default: the recipe's")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--rescore", action="store_true",
+                   help="no training: recompute the val and test scores of the checkpoint into its record")
     return p
 
 
@@ -226,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         p.error(f"--steps must be >= 1, got {args.steps}")
+    if args.rescore:
+        print(json.dumps(rescore(args.recipe, args.out), indent=2))
+        return 0
     try:
         record = make_checkpoint(args.recipe, args.out, args.steps, args.seed, args.overwrite)
     except FileExistsError as error:

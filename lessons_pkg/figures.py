@@ -18,20 +18,22 @@ from . import viz  # noqa: E402
 from .data import make_split  # noqa: E402
 
 FOUR_TASKS_SCENE = ("val", 35)  # the split and index of the scene shown on the intro page
+ONE_OBJECT_SCENE = ("val", 3)   # ... and of the one-object scene of classification & localization
 
 
 def four_tasks_figure() -> plt.Figure:
-    """The four tasks of the course on one scene: classification & localization (one known
-    object), object detection, instance segmentation and semantic segmentation."""
+    """The four tasks of the course: classification & localization on a scene of the task's own
+    kind (exactly one object, the ``single`` preset), then object detection, instance
+    segmentation and semantic segmentation on one scene with several objects."""
     split, index = FOUR_TASKS_SCENE
     dataset = make_split(split, index + 1)
     image, target = dataset[index]
     classes = dataset.classes
-    largest = int(((target["boxes"][:, 2] - target["boxes"][:, 0])
-                   * (target["boxes"][:, 3] - target["boxes"][:, 1])).argmax())
-    one = {k: target[k][largest:largest + 1] for k in ("boxes", "labels")}
+    one_split, one_index = ONE_OBJECT_SCENE
+    one_image, one_target = make_split(one_split, one_index + 1, config="single")[one_index]
     panels = [
-        ("Classification & localization\none object: its class and box", viz.draw_target(image, one, classes, scale=3)),
+        ("Classification & localization\none object: its class and box",
+         viz.draw_target(one_image, one_target, classes, draw_masks=False, scale=3)),
         ("Object detection\nevery object: class and box",
          viz.draw_target(image, target, classes, draw_masks=False, scale=3)),
         ("Instance segmentation\nevery object: class and mask",

@@ -401,6 +401,40 @@ def icnr_(weight: Tensor, scale: int, init: Callable[[Tensor], Tensor] = nn.init
     return weight.copy_(sub.repeat_interleave(scale * scale, dim=0))
 
 
+def bilinear_kernel(scale: int, channels: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The transposed-convolution kernel that upsamples by ``scale`` as bilinear interpolation
+    does (FCN's initialization, Long et al. 2015).
+
+    Returns Tensor[channels, channels, 2 scale, 2 scale]: each channel to itself (zeros across
+    channels), a tent 1 - |x - centre| / scale in each direction. With ``stride=scale`` and
+    ``padding=scale // 2`` (``scale`` even) the layer maps h -> scale h and equals
+    ``F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)`` away from the
+    border (at the border it interpolates towards zero instead of repeating the edge).
+    """
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
+    size = 2 * scale
+    centre = (size - 1) / 2
+    ramp = 1 - (torch.arange(size, dtype=torch.float64) - centre).abs() / scale   # [size]
+    tent = (ramp[:, None] * ramp[None, :]).to(dtype)
+    weight = torch.zeros(channels, channels, size, size, dtype=dtype)
+    weight[torch.arange(channels), torch.arange(channels)] = tent
+    return weight
+
+
+def bilinear_upsampler(channels: int, scale: int, learnable: bool = True) -> nn.ConvTranspose2d:
+    """``nn.ConvTranspose2d`` by ``scale`` (even), initialized to bilinear interpolation
+    (:func:`bilinear_kernel`); ``learnable=False`` keeps it fixed. Tensor[B, C, h, w] ->
+    Tensor[B, C, scale h, scale w]."""
+    if scale % 2:
+        raise ValueError(f"scale must be even (the kernel is 2 scale wide, padded by scale / 2), got {scale}")
+    layer = nn.ConvTranspose2d(channels, channels, 2 * scale, stride=scale, padding=scale // 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(bilinear_kernel(scale, channels))
+    layer.weight.requires_grad_(learnable)
+    return layer
+
+
 class SubPixelConv(nn.Module):
     """Sub-pixel convolution (Shi et al. 2016): conv to ``out * scale^2`` channels, then
     ``nn.PixelShuffle(scale)``. Tensor[B, Cin, H, W] -> Tensor[B, Cout, H * scale, W * scale].

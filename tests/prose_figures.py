@@ -4,8 +4,10 @@ come from the code or be listed as quoted, with its source.
     python tests/prose_figures.py            # every chapter's typed figures that nothing backs
 
 What counts as a measured-looking figure (in markdown, outside code, math and links):
-a decimal (0.898), a percentage (95 %), a ratio (18.8×, 10x) and a time (47 s, 84 h, 35 ms).
-Sizes written as "3 × 3" are dimensions, not ratios, and are not figures.
+a decimal (0.898), a percentage (95 %), a ratio (18.8×, 10x, 27 times), a time (47 s, 84 h, 35 ms) and a
+count with a magnitude (31 M multiply-adds, 4 G).
+Sizes written as "3 × 3" are dimensions, not ratios, and metric names such as mAP@0.5 are names:
+neither is a figure.
 
 A figure is backed when
   - it equals a number literal of the notebook's own code (a setting such as ``iou=0.5`` or an
@@ -36,7 +38,9 @@ FIGURE = re.compile(
     rf"(?<![\w.])(?:"
     rf"{NUMBER}\s?%"                                   # a percentage
     rf"|{NUMBER}\s?[×x](?!\s?\d)(?![\w])"              # a ratio, not a size "3 × 3"
+    rf"|{NUMBER}\s(?:times)\b"                         # a ratio in words: 27 times fewer
     rf"|{NUMBER}\s?(?:ms|s|h|min|minutes?|seconds?|hours?)\b"   # a time
+    rf"|{NUMBER}\s?[kMG]\b(?!-)"                      # a count: 31 M multiply-adds, 4 G
     rf"|\d+\.\d+"                                      # a decimal
     rf")(?![\w.]*\d)")
 HIDDEN = [re.compile(p, re.S) for p in (
@@ -46,6 +50,7 @@ HIDDEN = [re.compile(p, re.S) for p in (
     r"<!--.*?-->",                                     # comments
     r"\]\([^)]*\)", r"https?://\S+",                   # link targets
     r"\{[a-z:-]+\}`[^`]*`",                            # roles
+    r"@\[?[\d.:]+\]?",                                  # metric names: mAP@0.5, mAP@[.5:.95], recall@100
     r"\d+(?:\.\d+)?\s?×\s?\d+(?:\.\d+)?(?:\s?×\s?\d+(?:\.\d+)?)*",   # sizes "128 × 128"
 )]
 
@@ -84,6 +89,7 @@ def unbacked(markdown_cells: list[tuple[str, str]], code: list[str], quoted: dic
     markdown_cells: (where, text) pairs; code: the code cells' sources; quoted: figure -> source.
     """
     literals = code_literals(code)
+    literals |= {v * m for v in literals for m in (1e3, 1e6, 1e9)}   # 31_000_000 backs "31 M"
     problems, seen = [], set()
     for where, text in markdown_cells:
         for figure, context in typed_figures(text):
@@ -91,7 +97,7 @@ def unbacked(markdown_cells: list[tuple[str, str]], code: list[str], quoted: dic
             seen.add(key)
             if key in quoted:
                 continue
-            v = value(figure)
+            v = value(figure) * {"k": 1e3, "M": 1e6, "G": 1e9}.get(figure.rstrip()[-1], 1)
             if v in literals or (figure.rstrip().endswith("%") and round(v / 100, 6) in literals):
                 continue
             problems.append(f"{where}: hand-typed figure {figure!r} in '... {context} ...'")

@@ -12,9 +12,9 @@ from lessons_pkg import checkpoints, records
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
-             for name in ("sliding_window", "fcn", "rcnn", "fast_rcnn", "faster_rcnn", "yolo", "ssd", "ssd_focal",
-                          "ssd_random", "mask_rcnn", "mask_rcnn_roi_pool", "mask_rcnn_agnostic",
-                          "ssdlite")}
+             for name in ("sliding_window", "fcn", "fcn_16s", "fcn_8s", "rcnn", "fast_rcnn", "fast_rcnn_align",
+                          "faster_rcnn", "yolo", "ssd", "ssd_focal", "ssd_random", "mask_rcnn", "mask_rcnn_roi_pool",
+                          "mask_rcnn_agnostic", "ssdlite")}
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,19 +54,24 @@ def test_record_says_how_to_reproduce_it(name):
     assert record["val"]["num_images"] == checkpoints.VAL_IMAGES
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
 @pytest.mark.parametrize("name", sorted(COMMITTED))
-def test_recorded_map_reproduces(name):
+def test_recorded_scores_reproduce(name, split):
+    """The record's scores on the 64 val images and on the 300 test images (the headline
+    numbers and the bars) are those of the committed weights."""
     model, record = checkpoints.load(name, COMMITTED[name])
-    val = record["val"]
-    result = checkpoints.validation_record(record["task"], model, val["config"], val["num_images"],
-                                           record["proposals"])
+    recorded = record[split]
+    assert recorded["split"] == split
+    assert recorded["num_images"] == {"val": checkpoints.VAL_IMAGES, "test": checkpoints.TEST_IMAGES}[split]
+    result = checkpoints.split_record(record["task"], model, split, recorded["num_images"], recorded["config"],
+                                      record["proposals"])
     # Float arithmetic differs a little across machines and thread counts: a detection may flip.
     keys = ["miou", "pixel_accuracy"] if record["task"] == "segmentation" else ["map_50", "map"]
     for key in keys:
-        assert result[key] == pytest.approx(val[key], abs=0.01), key
+        assert result[key] == pytest.approx(recorded[key], abs=0.01), key
     if record["task"] == "instance":
         for key in ("map_50", "map"):
-            assert result["segm"][key] == pytest.approx(val["segm"][key], abs=0.01), f"segm {key}"
+            assert result["segm"][key] == pytest.approx(recorded["segm"][key], abs=0.01), f"segm {key}"
 
 
 def test_missing_checkpoint_names_the_file_and_the_command(tmp_path):
@@ -80,6 +85,7 @@ def test_the_command_trains_and_writes_a_record(tmp_path, monkeypatch):
     recipe = checkpoints.RECIPES["sliding_window"]
     monkeypatch.setitem(checkpoints.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8))
     monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
     out = tmp_path / "sw.pt"
     assert checkpoints.main(["sliding_window", "--out", str(out), "--steps", "2", "--seed", "3"]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
@@ -96,6 +102,7 @@ def test_the_recipe_alone_sets_the_steps_and_seed_and_nothing_is_overwritten(tmp
     monkeypatch.setitem(checkpoints.RECIPES, "sliding_window",
                         dataclasses.replace(recipe, num_train_images=8, steps=3, seed=5))
     monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
     out = tmp_path / "sw.pt"
     assert checkpoints.main(["sliding_window", "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
@@ -111,6 +118,10 @@ def test_the_recipe_alone_sets_the_steps_and_seed_and_nothing_is_overwritten(tmp
     assert json.loads(out.with_suffix(".json").read_text())["command"].endswith("--steps 1")
     with pytest.raises(SystemExit):
         checkpoints.main(["sliding_window", "--out", str(tmp_path / "x.pt"), "--steps", "0"])
+
+
+def test_every_recipe_has_its_committed_checkpoint():
+    assert set(COMMITTED) == set(checkpoints.RECIPES)
 
 
 def test_load_finds_the_committed_file_by_name():

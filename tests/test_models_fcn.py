@@ -151,3 +151,28 @@ def test_backbone_fcn_overfits_four_images():
     # Every class these images show in quantity is learned (here all but one lone 188-pixel
     # triangle, which 100 steps do not single out).
     assert (pixels >= 500).sum() == 4 and (result["iou_per_class"][pixels >= 500] > 0.85).all(), (result, pixels)
+
+
+@pytest.mark.parametrize("strides", [(16,), (16, 8), (16, 8, 4)])
+def test_score_fusion_fcn_contract_and_its_start(strides):
+    """FCN-16s/8s/4s: any image size in, scores of that size out; the skips' score layers start
+    at zero (training starts from the coarser net) and learn; the x2 steps learn; the final
+    upsampling stays bilinear."""
+    torch.manual_seed(0)
+    model = fcn.ScoreFusionFCN(num_classes=4, strides=strides, widths=(4, 8, 8, 8)).eval()
+    out = model(torch.rand(2, 3, 50, 36))
+    assert [o["semantic"].shape for o in out] == [(50, 36)] * 2 and out[0]["scores"].shape == (5, 50, 36)
+    assert all((skip.weight == 0).all() and (skip.bias == 0).all() for skip in model.score[1:])
+    model.train()
+    targets = [{"semantic": torch.randint(0, 5, (32, 32))} for _ in range(2)]
+    model(torch.rand(2, 3, 32, 32), targets)["loss_seg"].backward()
+    assert model.up_final.weight.grad is None                       # fixed to bilinear
+    assert all(skip.weight.grad.abs().sum() > 0 for skip in model.score[1:])
+    assert all(step.weight.grad.abs().sum() > 0 for step in model.up2)
+
+
+def test_score_fusion_fcn_refuses_strides_it_cannot_fuse():
+    with pytest.raises(ValueError, match="strides must start at the backbone's deepest stride 16"):
+        fcn.ScoreFusionFCN(strides=(8,))
+    with pytest.raises(ValueError, match="halve at each skip"):
+        fcn.ScoreFusionFCN(strides=(16, 4))

@@ -275,3 +275,18 @@ def test_check_conv_transpose1d(capsys):
 
     assert not exercises.check_conv_transpose1d(overwrites)
     assert "output[0, 0, 1] should be 12.0000, got 2.0000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8, 16])
+def test_bilinear_transposed_conv_equals_bilinear_interpolation_inside(scale):
+    """FCN's initialization: the transposed convolution equals F.interpolate(bilinear,
+    align_corners=False) away from a border of `scale` pixels, channel by channel."""
+    x = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(scale))
+    layer = U.bilinear_upsampler(3, scale)
+    ours = layer(x)
+    theirs = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    assert ours.shape == theirs.shape == (2, 3, 7 * scale, 9 * scale)
+    torch.testing.assert_close(ours[..., scale:-scale, scale:-scale], theirs[..., scale:-scale, scale:-scale])
+    assert layer.weight.requires_grad and not U.bilinear_upsampler(3, scale, learnable=False).weight.requires_grad
+    with pytest.raises(ValueError, match="scale must be even"):
+        U.bilinear_upsampler(3, 3)

@@ -237,3 +237,57 @@ class BackboneFCN(SegmentationModel):
             y = fuse(torch.cat([upsample(y), features.pop()], 1))
         y = self.fuse_full(torch.cat([self.up_full(y), x], 1))
         return self.head(y)[:, :, :height, :width]
+
+
+class ScoreFusionFCN(SegmentationModel):
+    """The FCN of Long, Shelhamer and Darrell (2015) on the course's backbone: class scores
+    predicted at coarse strides, upsampled and **added**, then upsampled to the image.
+
+    The deepest stage (stride 16 here; VGG's is 32) gets a 3x3 conv-BN-ReLU (the paper's
+    convolutionalized fully connected layers, in miniature) and a 1x1 conv to C + 1 class
+    scores. Each further stride in ``strides`` adds a skip: a 1x1 conv of that stage's features
+    to class scores (zero-initialized, as in the paper, so training starts from the coarser
+    net), added to the running scores after a x2 transposed convolution initialized to bilinear
+    and learned. A last transposed convolution, fixed to bilinear (the paper's FCN-8s fixes it
+    too), brings the scores to the image's size. ``strides=(16,)`` is the single-stream net
+    ("FCN-16s", the paper's FCN-32s on a deeper network), ``(16, 8)`` "FCN-8s", ``(16, 8, 4)``
+    "FCN-4s". U-Net (:class:`BackboneFCN`) instead concatenates features and convolves them at
+    every step of a learned decoder.
+
+    Tensor[B, 3, H, W] -> scores Tensor[B, C + 1, H, W] for any H, W (padded to a multiple of
+    16, cropped back).
+    """
+
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, strides: tuple[int, ...] = (16, 8),
+                 widths: tuple[int, ...] = WIDTHS):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.backbone = build_backbone(pretrained_backbone, widths=widths)
+        strides = tuple(int(s) for s in strides)
+        available = self.backbone.strides
+        if not strides or strides[0] != available[-1] or any(s not in available[1:] for s in strides) \
+                or any(a != 2 * b for a, b in zip(strides, strides[1:])):
+            raise ValueError(f"strides must start at the backbone's deepest stride {available[-1]} and halve at "
+                             f"each skip, down to at least {available[1]}, e.g. {available[:0:-1]}; got {strides}")
+        self.strides = strides
+        width = {s: w for s, w in zip(available, self.backbone.widths)}
+        scores = num_classes + 1
+        self.head = conv_bn_relu(width[strides[0]], width[strides[0]])
+        self.score = nn.ModuleList([nn.Conv2d(width[s], scores, 1) for s in strides])
+        for skip in self.score[1:]:
+            nn.init.zeros_(skip.weight)
+            nn.init.zeros_(skip.bias)
+        self.up2 = nn.ModuleList([up.bilinear_upsampler(scores, 2) for _ in strides[1:]])
+        self.up_final = up.bilinear_upsampler(scores, strides[-1], learnable=False)
+
+    def logits(self, images: Tensor) -> Tensor:
+        _, _, height, width = images.shape
+        x = pad_to_multiple(images, self.backbone.stride)
+        maps = dict(zip(self.backbone.strides, self.backbone.stages(x)))
+        y = self.score[0](self.head(maps[self.strides[0]]))
+        for stride, score, upsample in zip(self.strides[1:], self.score[1:], self.up2):
+            y = upsample(y) + score(maps[stride])
+        return self.up_final(y)[:, :, :height, :width]
+

@@ -1,0 +1,44 @@
+"""Ablations over seeds: the committed records hold what their seeds measured, seed 0 is the
+committed checkpoint, and the command trains the missing seeds and keeps only their scores."""
+import dataclasses
+import json
+import statistics
+
+import pytest
+
+from lessons_pkg import ablations, checkpoints, records
+
+
+@pytest.mark.parametrize("name", sorted(ablations.ABLATIONS))
+def test_committed_ablation_records(name):
+    record = ablations.load(name)
+    ablation = ablations.ABLATIONS[name]
+    assert record["seeds"] == list(ablation.seeds) and set(record["recipes"]) == set(ablation.recipes)
+    for recipe, r in record["recipes"].items():
+        assert set(r["runs"]) == {str(s) for s in ablation.seeds}
+        committed = records.load_record(records.default_path(recipe))
+        assert r["runs"]["0"]["test"] == committed["test"]                  # seed 0: the committed file
+        for split in ("val", "test"):
+            for key, summary in r[split].items():
+                values = [run[split][key] for run in r["runs"].values()]
+                assert summary["values"] == values
+                assert summary["mean"] == pytest.approx(statistics.fmean(values), abs=1e-6)
+                assert summary["spread"] == pytest.approx(statistics.stdev(values), abs=1e-6)
+        assert len({run["test"]["map_50"] for run in r["runs"].values()}) > 1   # the seeds differ
+
+
+def test_the_command_trains_the_other_seeds_and_keeps_their_scores(tmp_path, monkeypatch):
+    recipe = checkpoints.RECIPES["sliding_window"]
+    monkeypatch.setitem(checkpoints.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8, steps=2))
+    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    monkeypatch.setattr(ablations, "ABLATIONS_DIR", tmp_path)
+    monkeypatch.setitem(ablations.ABLATIONS, "tiny", ablations.Ablation(("sliding_window",), seeds=(0, 1)))
+    assert ablations.main(["tiny"]) == 0
+    record = json.loads((tmp_path / "tiny.json").read_text())
+    runs = record["recipes"]["sliding_window"]["runs"]
+    assert runs["1"]["command"] == "python -m lessons_pkg.checkpoints sliding_window --out /tmp/sliding_window_seed1.pt --seed 1"
+    assert runs["1"]["test"]["num_images"] == 4
+    assert list(tmp_path.iterdir()) == [tmp_path / "tiny.json"]            # no weights kept
+    with pytest.raises(SystemExit):                                           # never overwritten unasked
+        ablations.main(["tiny"])
