@@ -215,7 +215,7 @@ def rescore(name: str, path: str | Path | None = None) -> dict:
     model, record = load(name, path)
     path = records.default_path(name) if path is None else Path(path)
     record.update(scores(RECIPES[name], model))
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    records.write_record(path, record)
     return record
 
 

@@ -43,6 +43,13 @@ def load_record(path: str | Path) -> dict:
     return json.loads(Path(path).with_suffix(".json").read_text())
 
 
+def write_record(path: str | Path, record: dict) -> Path:
+    """Write ``record`` as the JSON beside the weights at ``path``; returns the JSON's path."""
+    out = Path(path).with_suffix(".json")
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
 def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str = "float16",
                     scores: Callable[[nn.Module], dict] | None = None) -> dict:
     """Write ``model``'s weights in ``dtype`` to ``out`` and the record to ``out``'s ``.json``.
@@ -63,7 +70,7 @@ def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str 
               "parameters": sum(p.numel() for p in model.parameters())}
     if scores is not None:
         record.update(scores(model))
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    write_record(out, record)
     return record
 
 

@@ -147,3 +147,17 @@ def test_the_record_scores_the_weights_as_saved(tmp_path):
     torch.testing.assert_close(seen["weight"], stored.float(), rtol=0, atol=0)
     with pytest.raises(FileExistsError, match=r"m\.pt exists; pass --overwrite"):
         records.check_writable(tmp_path / "m.pt", overwrite=False)
+
+
+def test_rescore_rewrites_the_scores_and_leaves_the_weights(tmp_path, monkeypatch):
+    import shutil
+    for suffix in (".pt", ".json"):
+        shutil.copy(COMMITTED["sliding_window"].with_suffix(suffix), tmp_path / f"sw{suffix}")
+    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    weights = (tmp_path / "sw.pt").read_bytes()
+    assert checkpoints.main(["sliding_window", "--out", str(tmp_path / "sw.pt"), "--rescore"]) == 0
+    record = json.loads((tmp_path / "sw.json").read_text())
+    assert record["val"]["num_images"] == 4 and record["test"]["num_images"] == 4
+    assert record["command"] == json.loads(COMMITTED["sliding_window"].with_suffix(".json").read_text())["command"]
+    assert (tmp_path / "sw.pt").read_bytes() == weights
