@@ -1,6 +1,7 @@
 """Ablations over seeds: when two variants differ by little, one training run each says nothing.
 
     python -m lessons_pkg.ablations ssd_negatives      # trains seeds 1 and 2 of each variant
+    python -m lessons_pkg.ablations mask_heads
 
 An ablation (``ABLATIONS``) is a few recipes of :mod:`lessons_pkg.checkpoints` that change one
 thing, trained with several seeds at the recipe's budget. Seed 0 of each is the committed
@@ -40,6 +41,8 @@ class Ablation:
 ABLATIONS = {
     "ssd_negatives": Ablation(("ssd", "ssd_random", "ssd_focal"),
                               what="how the background default boxes enter SSD's classification loss"),
+    "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
+                           what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
 }
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .cli import nonnegative_int, positive_int
+
 
 @dataclass
 class Case:
@@ -177,8 +179,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     for name, fn in GROUPS.items():
         p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0])
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-        p.add_argument("--repeats", type=int, default=7)
-        p.add_argument("--warmup", type=int, default=2)
+        p.add_argument("--repeats", type=positive_int, default=7)
+        p.add_argument("--warmup", type=nonnegative_int, default=2)
         p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test")
         p.add_argument("--only", default="", help="run cases whose name contains this")
     args = parser.parse_args(argv)

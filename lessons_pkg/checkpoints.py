@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from . import metrics, records, train
+from .cli import positive_int
 from .data import collate_detection, make_split, segmentation_augmentation
 from .models import faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
 
@@ -244,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", choices=sorted(RECIPES))
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the .pt (and the .json beside it); default: data/pretrained/RECIPE.pt")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps; default: the recipe's")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps; default: the recipe's")
     p.add_argument("--seed", type=int, default=None, help="default: the recipe's")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--rescore", action="store_true",
@@ -255,8 +256,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        p.error(f"--steps must be >= 1, got {args.steps}")
     if args.rescore:
         print(json.dumps(rescore(args.recipe, args.out), indent=2))
         return 0

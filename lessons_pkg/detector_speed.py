@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import checkpoints, metrics, train
+from .cli import positive_int
 from .data import make_split
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "pretrained"
@@ -132,7 +133,7 @@ def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50
 
 def main(argv: list[str] | None = None) -> list[Measurement]:
     parser = argparse.ArgumentParser(prog="python -m lessons_pkg.detector_speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=checkpoints.VAL_IMAGES)
+    parser.add_argument("--images", type=positive_int, default=checkpoints.VAL_IMAGES)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--only", nargs="*", default=list(DETECTORS), choices=list(DETECTORS))
     args = parser.parse_args(argv)

@@ -50,12 +50,51 @@ def as_pair(value, name: str, positive: bool = False, kind: tuple[type, ...] = (
 
 
 # ----------------------------------------------------------------------------- images
+RANGE_TOLERANCE = 1e-3  # float rounding of colour jitter and resizing; 0..255 images are far outside
+
+
+def check_image_values(images: Tensor) -> None:
+    """Raise ValueError, naming the image, unless every value of Tensor[B, 3, H, W] is finite and
+    in [0, 1] (within :data:`RANGE_TOLERANCE`). Read only from a CPU tensor (free there; on a GPU
+    it would make every step wait for the device): :func:`lessons_pkg.train.fit` checks each
+    batch on the CPU before moving it.
+
+    A NaN pixel would poison BatchNorm's running statistics for good in train mode; 0..255 floats
+    (a forgotten division) would train and predict silently wrong.
+    """
+    if images.device.type != "cpu" or images.numel() == 0:
+        return
+    flat = images.detach().reshape(len(images), -1)
+    finite = torch.isfinite(flat).all(dim=1)
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0])
+        bad = flat[i][~torch.isfinite(flat[i])]
+        raise ValueError(f"image {i} holds {len(bad)} non-finite value(s) (e.g. {bad[0].item()}); images must "
+                         "be finite floats in [0, 1]. Nothing was run: BatchNorm statistics are unchanged")
+    low, high = flat.amin(dim=1), flat.amax(dim=1)
+    bad = (low < -RANGE_TOLERANCE) | (high > 1 + RANGE_TOLERANCE)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        hint = " (0..255 values: divide by 255)" if high[i] > 2 else " (clamp them, or undo a normalization)"
+        raise ValueError(f"images must be floats in [0, 1]; image {i} has values in "
+                         f"[{low[i].item():.4g}, {high[i].item():.4g}]{hint}")
+
+
 def check_images(images) -> Tensor:
-    """Tensor[B, 3, H, W] floating (or a list of equal-size Tensor[3, H, W]) -> Tensor[B, 3, H, W]."""
+    """Tensor[B, 3, H, W] floating (or a list of equal-size Tensor[3, H, W]) -> Tensor[B, 3, H, W]
+    float32, B >= 1, values checked by :func:`check_image_values`.
+
+    float64, float16 and bfloat16 images are converted to float32, the dtype of the course's
+    weights (under ``torch.autocast`` the convolutions still run in half precision). A list of
+    images of different sizes is batched by :func:`any_size` before this check.
+    """
     if isinstance(images, (list, tuple)):
-        if not images or not all(isinstance(im, Tensor) and im.shape == images[0].shape for im in images):
-            raise ValueError("images as a list must be a non-empty list of Tensor[3, H, W] of one size, "
-                             f"got shapes {[tuple(getattr(im, 'shape', ())) for im in images]}")
+        if not images or not all(isinstance(im, Tensor) and im.dim() == 3 for im in images):
+            raise ValueError("images as a list must be a non-empty list of Tensor[3, H, W], got "
+                             f"{[tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__ for im in images]}")
+        if not all(im.shape == images[0].shape for im in images):
+            raise ValueError("images as a list must share one size here (a model's forward batches images of "
+                             f"different sizes with inputs.any_size), got {[tuple(im.shape) for im in images]}")
         images = torch.stack(list(images))
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -63,6 +102,13 @@ def check_images(images) -> Tensor:
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype} "
                          "(divide uint8 images by 255)")
+    if len(images) == 0:
+        raise ValueError(f"images: an empty batch (shape {tuple(images.shape)}); give at least one image")
+    if images.shape[-2] < 1 or images.shape[-1] < 1:
+        raise ValueError(f"images must have a height and width >= 1, got {tuple(images.shape)}")
+    if images.dtype != torch.float32:
+        images = images.float()
+    check_image_values(images)
     return images
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import records, train
+from .cli import positive_float, positive_int
 from .data import ShapesDataset, render_scene
 from .models.backbone import PRETRAINED_BACKBONE, WIDTHS, build_backbone
 from .models.localizer import ClassHead
@@ -176,17 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PRETRAINED_BACKBONE,
                         help="the checkpoint to write (a JSON record goes beside it); default: the committed one")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimizer steps")
+    parser.add_argument("--steps", type=positive_int, default=DEFAULTS["steps"], help="optimizer steps")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="initial weights and batch order")
-    parser.add_argument("--num-images", type=int, default=DEFAULTS["num_images"],
+    parser.add_argument("--num-images", type=positive_int, default=DEFAULTS["num_images"],
                         help="training scenes, rendered once")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    for name in ("steps", "num_images", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     try:
         out = records.check_writable(args.out, args.overwrite)
     except FileExistsError as error:

@@ -34,13 +34,43 @@ def cast_state(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor
 
 
 def load_weights(path: str | Path, map_location="cpu") -> dict[str, Tensor]:
-    """A state_dict read with ``weights_only=True``."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """A state_dict read with ``weights_only=True`` (tensors only: no pickled code runs).
+
+    FileNotFoundError or ValueError naming the file when it is missing, empty, truncated, not a
+    checkpoint or holds anything but tensors (never the advice to turn ``weights_only`` off).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the checkpoint file is empty (an interrupted save?); make it again")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError...: torch's text suggests weights_only=False
+        reason = str(error).split("\n")[0][:200]
+        raise ValueError(f"{path}: not a readable checkpoint of weights ({type(error).__name__}: {reason}); "
+                         "it is corrupt, truncated or holds more than tensors, and is not loaded") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError(f"{path}: expected a state_dict (names -> tensors), got {type(state).__name__}")
+    return state
 
 
 def load_record(path: str | Path) -> dict:
-    """The JSON record beside the weights at ``path`` (``NAME.json`` for ``NAME.pt``)."""
-    return json.loads(Path(path).with_suffix(".json").read_text())
+    """The JSON record beside the weights at ``path`` (``NAME.json`` for ``NAME.pt``);
+    FileNotFoundError / ValueError naming the file when it is missing or not a JSON object."""
+    record_path = Path(path).with_suffix(".json")
+    if not record_path.is_file():
+        raise FileNotFoundError(f"checkpoint record not found: {record_path}")
+    try:
+        record = json.loads(record_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{record_path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{record_path}: not valid JSON (line {error.lineno}, column {error.colno}: "
+                         f"{error.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{record_path}: a record must be a JSON object, got {type(record).__name__}")
+    return record
 
 
 def write_record(path: str | Path, record: dict) -> Path:

@@ -133,6 +133,18 @@ def test_backbone_fcn_starts_from_the_pretrained_backbone():
     assert not torch.equal(fcn.BackboneFCN().backbone.stem[0].weight, model.backbone.stem[0].weight)
 
 
+def test_transposed_bilinear_starts_as_bilinear_and_learns():
+    """One change from "bilinear": the same interpolation at the start (away from the border,
+    where the transposed convolution interpolates towards zero), but its kernel is trained."""
+    x = torch.randn(2, 8, 9, 11)
+    learned, fixed = fcn.Upsample("transposed_bilinear", 8, 8), fcn.Upsample("bilinear", 8, 8)
+    assert learned.out_channels == fixed.out_channels == 8
+    a, b = learned(x), fixed(x)
+    assert a.shape == b.shape == (2, 8, 18, 22)
+    torch.testing.assert_close(a[..., 1:-1, 1:-1], b[..., 1:-1, 1:-1])
+    assert sum(p.numel() for p in learned.parameters() if p.requires_grad) == 8 * 8 * 4 * 4
+
+
 def test_backbone_fcn_refuses_max_unpool_and_unknown_kinds():
     with pytest.raises(ValueError, match="max_unpool' needs pooling switches"):
         fcn.BackboneFCN(upsampling="max_unpool")

@@ -187,8 +187,8 @@ def test_bad_images_and_batches_get_a_clear_error():
         model(torch.rand(2, 3, 128, 128), targets[:1])
     with pytest.raises(ValueError, match="needs targets"):
         model(torch.rand(2, 3, 128, 128))
-    with pytest.raises(ValueError, match="one size"):
-        model([torch.rand(3, 128, 128), torch.rand(3, 64, 64)], targets)
+    mixed = make_targets([[10, 10, 50, 50], [20, 30, 60, 60]], [1, 2])
+    assert set(model([torch.rand(3, 128, 128), torch.rand(3, 64, 64)], mixed)) == {"loss_cls", "loss_box"}
     assert set(model([torch.rand(3, 128, 128)] * 2, targets)) == {"loss_cls", "loss_box"}  # a list works
     with pytest.raises(ValueError, match="unknown box_loss 'l2'"):
         L.Localizer(box_loss="l2")

@@ -6,11 +6,11 @@ from .coco import CocoDataset, export_coco, mask_to_rle
 from .dataset import (SPLIT_SEEDS, ShapesDataset, apply_transforms, class_counts, collate_detection,
                       make_split, scene_to_sample, unwrap_tv_tensors, wrap_tv_tensors)
 from .shapes import ALL_SHAPES, Scene, ShapesConfig, masks_to_boxes_np, preset, render_scene, shape_mask
-from .transforms import detection_augmentation, segmentation_augmentation
+from .transforms import detection_augmentation, resize_to_limits, segmentation_augmentation
 
 __all__ = [
     "ALL_SHAPES", "CocoDataset", "SPLIT_SEEDS", "Scene", "ShapesConfig", "ShapesDataset", "apply_transforms",
     "class_counts", "collate_detection", "detection_augmentation", "segmentation_augmentation", "export_coco", "make_split",
-    "mask_to_rle", "masks_to_boxes_np", "preset", "render_scene", "scene_to_sample", "shape_mask",
+    "mask_to_rle", "masks_to_boxes_np", "preset", "render_scene", "resize_to_limits", "scene_to_sample", "shape_mask",
     "unwrap_tv_tensors", "wrap_tv_tensors",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .coco import export_coco
+from ..cli import positive_int
+from .coco import check_export_folder, export_coco
 from .dataset import SPLIT_SEEDS, make_split
 
 
@@ -19,15 +20,23 @@ def main(argv: list[str] | None = None) -> None:
     export = sub.add_parser("export", help="write a split of the shapes data in COCO format")
     export.add_argument("out_dir")
     export.add_argument("--split", default="val", choices=sorted(SPLIT_SEEDS))
-    export.add_argument("--num-images", type=int, default=24)
+    export.add_argument("--num-images", type=positive_int, default=24)
     export.add_argument("--preset", default="default", help="easy, default, hard, single or pretrain")
+    export.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
     args = parser.parse_args(argv)
 
+    try:  # before rendering anything
+        check_export_folder(args.out_dir, args.overwrite)
+    except (FileExistsError, NotADirectoryError) as error:
+        parser.error(str(error))
     dataset = make_split(args.split, args.num_images, config=args.preset)
     # The folder is left out of the recorded command so that exports are byte-identical wherever written.
     command = (f"python -m lessons_pkg.data export OUT_DIR --split {args.split} "
                f"--num-images {args.num_images} --preset {args.preset}")
-    path = export_coco(dataset, args.out_dir, command=command)
+    try:
+        path = export_coco(dataset, args.out_dir, command=command, overwrite=args.overwrite)
+    except (FileExistsError, NotADirectoryError) as error:
+        parser.error(str(error))
     print(f"wrote {len(dataset)} images and {path}")
 
 

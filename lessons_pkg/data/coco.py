@@ -35,14 +35,34 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def export_coco(dataset: ShapesDataset, out_dir: str | os.PathLike, command: str | None = None) -> Path:
+def check_export_folder(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """``out_dir`` as a Path, if a dataset may be written there: FileExistsError when it already
+    holds one (annotation file or image folder) and ``overwrite`` is False."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder")
+    existing = [p for p in (out / ANNOTATION_FILE, out / IMAGE_DIR) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists: {out} already holds a dataset; pass overwrite=True "
+                              "(--overwrite on the command line) to replace it, or choose another folder")
+    return out
+
+
+def export_coco(dataset: ShapesDataset, out_dir: str | os.PathLike, command: str | None = None,
+                overwrite: bool = False) -> Path:
     """Write ``dataset`` as PNG images plus ``annotations.json`` (RLE masks) under ``out_dir``.
+
+    A folder that already holds a dataset (an annotation file or images) is refused with
+    FileExistsError unless ``overwrite`` is True: a set is never replaced without being asked.
 
     The output is byte-for-byte reproducible: PNGs without timestamps, JSON with sorted keys.
     The generator's config, seed and size are recorded in ``info`` so anyone can regenerate it.
     Returns the path of the annotation file.
     """
-    out = Path(out_dir)
+    out = check_export_folder(out_dir, overwrite)
+    if overwrite and (out / IMAGE_DIR).is_dir():  # no stale images of a larger earlier export
+        for old in (out / IMAGE_DIR).glob("*.png"):
+            old.unlink()
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     config = dataset.config
     images, annotations = [], []

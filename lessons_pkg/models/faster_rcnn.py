@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from .. import anchors as anchor_ops
 from .. import boxes as box_ops
 from .. import matching, ops
+from ..batching import any_size
 from ..inputs import check_detection_targets, prepare_batch
 from . import rcnn
 from .backbone import build_backbone
@@ -292,6 +293,7 @@ class FasterRCNN(nn.Module):
         box_head = rcnn.MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes, box_hidden)
         self.roi_heads = rcnn.RoIHeads(pooler, box_head, num_classes, **head_settings)
 
+    @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_objectness", "loss_rpn_box", "loss_cls", "loss_box"}.
         Eval: returns one dict per image with "boxes", "labels", "scores"."""

@@ -12,6 +12,8 @@ Upsampling choices (``FCNConfig.upsampling``), each doubling the resolution:
     "max_unpool"    each value back at the position of the encoder's max (the switches)
     "bilinear"      bilinear interpolation, then convolutions
     "transposed"    a learned 4x4 transposed convolution with stride 2
+    "transposed_bilinear"  a learned 4x4 transposed convolution with stride 2, each channel to
+                    itself, initialized to bilinear interpolation (FCN's choice, Long et al. 2015)
     "subpixel"      a 3x3 convolution to 4x the channels + PixelShuffle(2), ICNR-initialized
 
 Shape key
@@ -30,10 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import upsampling as up
+from ..batching import any_size
 from ..inputs import IGNORE_INDEX, prepare_batch
 from .backbone import WIDTHS, build_backbone
 
-UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "subpixel")
+UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "transposed_bilinear", "subpixel")
 
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -68,6 +71,9 @@ class Upsample(nn.Module):
 
     Parameter-free kinds keep the channels (``out_channels == in_ch``); the learned kinds
     ("transposed", "subpixel") map to ``out_ch`` channels, followed by BN and ReLU.
+    "transposed_bilinear" keeps the channels too: it starts as exactly "bilinear" away from the
+    border (:func:`lessons_pkg.upsampling.bilinear_upsampler`) and then learns, so beside
+    "bilinear" it changes one thing, whether the interpolation kernel is trained.
     "max_unpool" needs the switches of the matching pooling, passed as ``indices``
     (Tensor[B, out_ch, h, w]): it first maps the features to the pooled map's ``out_ch``
     channels with a conv-BN-ReLU at low resolution (as SegNet's decoder does), so that each
@@ -83,6 +89,8 @@ class Upsample(nn.Module):
         if kind == "transposed":
             self.layer = nn.Sequential(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
                                        nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+        elif kind == "transposed_bilinear":
+            self.layer = up.bilinear_upsampler(in_ch, 2, learnable=True)
         elif kind == "subpixel":
             self.layer = nn.Sequential(up.SubPixelConv(in_ch, out_ch, 2, 3, icnr=True), nn.BatchNorm2d(out_ch),
                                        nn.ReLU(inplace=True))
@@ -117,6 +125,7 @@ class SegmentationModel(nn.Module):
         """Tensor[B, 3, H, W] -> per-pixel class scores Tensor[B, C + 1, H, W] (before softmax)."""
         raise NotImplementedError
 
+    @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_seg": ...}. Eval: one dict per image with "semantic" and "scores"."""
         images, targets = prepare_batch(images, targets, self.training, self.num_classes, "semantic")

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .. import boxes as box_ops
+from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import WIDTHS, build_backbone, load_pretrained_backbone
 
@@ -197,6 +198,7 @@ class Localizer(nn.Module):
         boxes, weights = self.box_head(features)
         return self.class_head(features), boxes, weights
 
+    @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_cls": ..., "loss_box": ...}.
         Eval: returns one dict per image with "boxes" [1, 4], "labels" [1], "scores" [1]."""

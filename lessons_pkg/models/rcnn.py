@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .. import boxes as box_ops
 from .. import matching, ops
+from ..batching import any_size
 from ..inputs import prepare_batch
 from . import proposals as proposal_methods
 from .backbone import Backbone, build_backbone
@@ -281,6 +282,7 @@ class _ProposalDetector(nn.Module):
     def features(self, images: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @any_size
     def forward(self, images, targets: list[dict] | None = None, proposals: list[Tensor] | None = None):
         images, checked = prepare_batch(images, targets, self.training, self.num_classes)
         props = image_proposals(images, targets, proposals, self.proposals_per_image)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
+from ..batching import any_size
 from ..inputs import prepare_batch
 
 
@@ -41,6 +42,7 @@ class SSDLite(nn.Module):
         self.detector = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
                                                       num_classes=num_classes + 1, **settings)
 
+    @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: {"loss_box", "loss_cls"}. Eval: one dict per image ("boxes", "labels", "scores")."""
         images, targets = prepare_batch(images, targets, self.training, self.num_classes)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from .. import boxes as box_ops
 from .. import ops
+from ..batching import any_size
 from ..inputs import check_images, prepare_batch
 
 PATCH = 30  # P: the classifier's input side
@@ -334,6 +335,7 @@ class SlidingWindowDetector(nn.Module):
         self.score_threshold, self.nms_threshold, self.detections_per_image = score_threshold, nms_threshold, detections_per_image
         self.generator = torch.Generator().manual_seed(seed)  # the training windows' stream (CPU)
 
+    @any_size
     def forward(self, images, targets: list[dict] | None = None):
         images, targets = prepare_batch(images, targets, self.training, self.num_classes)
         size = tuple(images.shape[-2:])

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from .. import anchors as anchor_ops
 from .. import boxes as box_ops
 from .. import ops
+from ..batching import any_size
 from ..inputs import prepare_batch
 from ..matching import NEGATIVE
 from .backbone import Backbone, build_backbone
@@ -361,8 +362,11 @@ class SSD(nn.Module):
     ``model(images, targets)`` in train mode: {"loss_box", "loss_cls"} (see :func:`ssd_loss`).
     ``model(images)`` in eval mode: one dict per image with "boxes" float[M, 4] (xyxy pixels,
     clipped), "labels" int64[M] (1..C) and "scores" float[M] (see :func:`postprocess`).
-    Images: Tensor[B, 3, H, W] in [0, 1] (or a list of equal-size Tensor[3, H, W]) with H and W
-    multiples of 128; the default boxes scale with the image (they are fractions of its side).
+    Images: Tensor[B, 3, H, W] in [0, 1] or a list of Tensor[3, H_i, W_i] of any sizes; the
+    batch is padded (bottom and right) to sides that are multiples of 128
+    (:attr:`size_divisible`, the coarsest level's stride) and each image's predictions are
+    mapped back to its own size (:mod:`lessons_pkg.batching`). The default boxes scale with the
+    padded batch (they are fractions of its side).
 
     Args:
         num_classes: C, labels 1..C.
@@ -370,6 +374,8 @@ class SSD(nn.Module):
             or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
         config: an :class:`SSDConfig`, or its fields as keyword ``settings`` (not both).
     """
+
+    size_divisible = STRIDES[-1]  # batches are padded to multiples of the coarsest stride
 
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: SSDConfig | None = None,
                  **settings):
@@ -406,6 +412,7 @@ class SSD(nn.Module):
             self._generators[device] = torch.Generator(device=device).manual_seed(self.config.seed)
         return self._generators[device]
 
+    @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_box", "loss_cls"}.
         Eval: returns one dict per image with "boxes", "labels", "scores"."""

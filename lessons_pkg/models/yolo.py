@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from .. import boxes as box_ops
 from .. import ops
+from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import build_backbone
 
@@ -337,6 +338,7 @@ class YOLO(nn.Module):
             raise ValueError(f"the config's stride ({c.stride}) must be the backbone's ({self.backbone.stride})")
         self.head = YOLOHead(self.backbone.out_channels, num_classes, c.boxes_per_cell, c.head_channels)
 
+    @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         """Training: returns {"loss_box", "loss_obj", "loss_noobj", "loss_cls"}.
         Eval: returns one dict per image with "boxes", "labels", "scores"."""

@@ -1,0 +1,130 @@
+"""Images of different sizes: padded into one batch, predictions back in each image's frame,
+and the README's own-data recipe on a COCO set whose images differ in size."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from lessons_pkg import batching, checkpoints, data, metrics, train
+from lessons_pkg.inputs import IGNORE_INDEX
+from lessons_pkg.models import fcn, mask_rcnn, ssd, yolo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_pad_batch_fills_with_the_image_mean_and_pads_targets():
+    a, b = torch.rand(3, 20, 30), torch.rand(3, 26, 18)
+    targets = [{"boxes": torch.tensor([[1.0, 2.0, 9.0, 12.0]]), "masks": torch.ones(1, 20, 30, dtype=torch.uint8),
+                "semantic": torch.ones(20, 30, dtype=torch.int64)},
+               {"boxes": torch.zeros(0, 4), "masks": torch.zeros(0, 26, 18, dtype=torch.uint8),
+                "semantic": torch.zeros(26, 18, dtype=torch.int64)}]
+    batch, padded, sizes = batching.pad_batch([a, b], targets)
+    assert batch.shape == (2, 3, 26, 30) and sizes == [(20, 30), (26, 18)]
+    assert torch.equal(batch[0, :, :20, :30], a) and torch.equal(batch[1, :, :26, :18], b)
+    torch.testing.assert_close(batch[0, :, 20:, :], a.mean(dim=(1, 2))[:, None, None].expand(3, 6, 30))
+    # the per-image mean the backbone subtracts is the image's own
+    torch.testing.assert_close(batch[0].mean(dim=(1, 2)), a.mean(dim=(1, 2)))
+    assert padded[0]["masks"].shape == (1, 26, 30) and padded[0]["masks"][:, 20:].sum() == 0
+    assert (padded[1]["semantic"][:, 18:] == IGNORE_INDEX).all() and (padded[0]["semantic"][20:] == IGNORE_INDEX).all()
+    assert torch.equal(padded[0]["boxes"], targets[0]["boxes"])
+    assert targets[0]["masks"].shape == (1, 20, 30)  # the caller's targets are untouched
+
+
+def test_restore_sizes_clips_boxes_and_crops_maps():
+    preds = [{"boxes": torch.tensor([[-3.0, 5.0, 40.0, 29.0]]), "scores": torch.tensor([0.9]),
+              "masks": torch.ones(1, 1, 26, 30), "semantic": torch.zeros(26, 30, dtype=torch.int64)}]
+    (p,) = batching.restore_sizes(preds, [(20, 25)])
+    assert p["boxes"].tolist() == [[0.0, 5.0, 25.0, 20.0]] and p["scores"].shape == (1,)
+    assert p["masks"].shape == (1, 1, 20, 25) and p["semantic"].shape == (20, 25)
+
+
+@pytest.mark.parametrize("name", ["ssd", "yolo", "mask_rcnn", "fcn"])
+def test_trained_models_take_images_of_different_sizes(name):
+    """The largest image needs no padding, so in a mixed batch its predictions equal its own;
+    the others' predictions lie inside their own frame."""
+    model, _ = checkpoints.load(name)
+    ds = data.make_split("val", 3)
+    big = ds[0][0]
+    images = [big, big[:, :96, :80].contiguous(), big[:, 20:, 30:110].contiguous()]
+    with torch.no_grad():
+        mixed = model(images)
+        alone = model(big[None])[0]
+    assert len(mixed) == 3
+    for key, value in alone.items():
+        torch.testing.assert_close(mixed[0][key], value, msg=key)
+    for p, im in zip(mixed, images):
+        h, w = im.shape[-2:]
+        if "boxes" in p and len(p["boxes"]):
+            assert p["boxes"][:, 0::2].max() <= w and p["boxes"][:, 1::2].max() <= h
+        if "masks" in p:
+            assert p["masks"].shape[-2:] == (h, w)
+        if "semantic" in p:
+            assert p["semantic"].shape == (h, w) and p["scores"].shape[-2:] == (h, w)
+
+
+@pytest.mark.parametrize("build", [lambda: ssd.SSD(4), lambda: yolo.YOLO(4), lambda: mask_rcnn.MaskRCNN(4),
+                                   lambda: fcn.BackboneFCN(4)])
+def test_models_train_on_images_of_different_sizes(build):
+    torch.manual_seed(0)
+    ds = data.make_split("train", 2)
+    (a, ta), (b, tb) = ds[0], ds[1]
+    crop = {k: (v[..., :96, :112] if k in ("masks", "semantic") else v) for k, v in tb.items()}
+    keep = (crop["boxes"][:, 2] <= 112) & (crop["boxes"][:, 3] <= 96)
+    crop.update(boxes=crop["boxes"][keep], labels=crop["labels"][keep], masks=crop["masks"][keep])
+    model = build().train()
+    losses = model([a, b[:, :96, :112]], [ta, crop])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+
+
+def mixed_size_coco(tmp_path):
+    """A COCO set whose images come in two sizes (two exports merged into one file)."""
+    root = tmp_path / "mixed"
+    small = data.ShapesDataset(6, seed=5, config=data.ShapesConfig(image_size=(96, 128)))
+    large = data.ShapesDataset(6, seed=6, config=data.ShapesConfig(image_size=(128, 112)))
+    data.export_coco(small, tmp_path / "a")
+    data.export_coco(large, tmp_path / "b")
+    (root / "images").mkdir(parents=True)
+    merged = json.loads((tmp_path / "a" / "annotations.json").read_text())
+    other = json.loads((tmp_path / "b" / "annotations.json").read_text())
+    for im in merged["images"]:
+        shutil.copy(tmp_path / "a" / im["file_name"], root / im["file_name"])
+    next_ann = len(merged["annotations"]) + 1
+    for im in other["images"]:
+        new_name = im["file_name"].replace(".png", "_b.png")
+        shutil.copy(tmp_path / "b" / im["file_name"], root / new_name)
+        anns = [a for a in other["annotations"] if a["image_id"] == im["id"]]
+        im = {**im, "id": im["id"] + 100, "file_name": new_name}
+        merged["images"].append(im)
+        for a in anns:
+            merged["annotations"].append({**a, "id": next_ann, "image_id": im["id"]})
+            next_ann += 1
+    (root / "annotations.json").write_text(json.dumps(merged))
+    return root
+
+
+def test_readme_recipe_runs_on_a_coco_set_of_mixed_sizes(tmp_path):
+    """README, "Your own COCO-format dataset": CocoDataset + detection_augmentation +
+    make_loader(ds, 8) + fit, then evaluate, on images of two sizes."""
+    root = mixed_size_coco(tmp_path)
+    ds = data.CocoDataset(root, root / "annotations.json", transforms=data.detection_augmentation())
+    assert {tuple(ds[i][0].shape[-2:]) for i in range(len(ds))} == {(96, 128), (128, 112)}
+    loader = train.make_loader(ds, batch_size=8)
+    model = ssd.SSD(num_classes=len(ds.classes), pretrained_backbone=True)
+    history = train.fit(model, loader, steps=3, lr=1e-3, progress=False)
+    assert len(history.steps) == 1 and torch.isfinite(torch.tensor(history.final()))
+    val = data.CocoDataset(root, root / "annotations.json")
+    scores = train.evaluate(model, train.make_loader(val, 8, shuffle=False), metric=metrics.mean_average_precision)
+    assert 0 <= scores["map_50"] <= 1
+
+
+def test_resize_to_limits_keeps_the_aspect_and_the_boxes():
+    image, target = data.make_split("val", 1)[0]
+    resize = data.resize_to_limits(64, max_size=100)
+    out, t = data.apply_transforms(resize, image, target)
+    assert min(out.shape[-2:]) == 64 and max(out.shape[-2:]) <= 100
+    torch.testing.assert_close(t["boxes"], target["boxes"] * 0.5, atol=0.6, rtol=0)
+    with pytest.raises(ValueError, match="max_size must be an int > min_size"):
+        data.resize_to_limits(64, max_size=32)
