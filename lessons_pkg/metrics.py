@@ -9,7 +9,7 @@ Shape key:
     C: classes of a semantic segmentation (0..C-1), B, H, W: batch, height, width
 
 Detection inputs follow the package contract (README, "the target contract"): two lists, one dict per
-image, in the same order. A target holds "boxes" float[N, 4] (xyxy, absolute pixels) and
+image, paired by "image_id" when every dict of both lists has one, else by position. A target holds "boxes" float[N, 4] (xyxy, absolute pixels) and
 "labels" int64[N] in 1..K (0 is background, never a class), optionally "masks" uint8[N, H, W],
 "iscrowd" bool/int[N] and "area" float[N]. A prediction holds "boxes", "labels", "scores"
 float[M] and, for masks, "masks": uint8/bool[M, H, W], or float probabilities (also torchvision's
@@ -68,6 +68,9 @@ def _image(d: dict, i: int, side: str, iou_type: str) -> dict:
         if key in x and x[key].shape != (n,):
             raise ValueError(f"{where}[{key!r}] must be Tensor[{n}] (one per label), "
                              f"got shape {tuple(x[key].shape)}")
+    if "scores" in x and x["scores"].numel() and not bool(torch.isfinite(x["scores"].double()).all()):
+        raise ValueError(f"{where}['scores'] must be finite, got {x['scores'][~torch.isfinite(x['scores'])][:3].tolist()} "
+                         "(a NaN score cannot be ranked)")
     boxes = masks = None
     if "boxes" in x:
         boxes = x["boxes"].double()
@@ -76,6 +79,9 @@ def _image(d: dict, i: int, side: str, iou_type: str) -> dict:
         if boxes.shape != (n, 4):
             raise ValueError(f"{where}['boxes'] must be Tensor[N, 4] with N = {n} labels, "
                              f"got shape {tuple(boxes.shape)}")
+        if not bool(torch.isfinite(boxes).all()):
+            raise ValueError(f"{where}['boxes'] must be finite, got "
+                             f"{boxes[~torch.isfinite(boxes).all(dim=1)][:3].tolist()}")
     if "masks" in x:
         masks = x["masks"]
         if masks.dim() == 4 and masks.shape[1] == 1:  # torchvision's Mask R-CNN gives [M, 1, H, W]
@@ -97,12 +103,52 @@ def _image(d: dict, i: int, side: str, iou_type: str) -> dict:
             "difficult": x["difficult"].bool() if "difficult" in x else zeros}
 
 
+def _image_id(d, i: int, side: str):
+    value = d["image_id"]
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{side}[{i}]['image_id'] must be one id, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    try:
+        hash(value)
+    except TypeError:
+        raise ValueError(f"{side}[{i}]['image_id'] must be an int or a str, got {type(value).__name__}") from None
+    return value
+
+
+def pair_by_image_id(preds: list, targets: list) -> list:
+    """``preds`` in the order of ``targets``: matched by "image_id" when every dict of both lists
+    has one (a ValueError names an id that is repeated or missing on one side), by position
+    otherwise."""
+    if not (all(isinstance(d, dict) and "image_id" in d for d in preds)
+            and all(isinstance(d, dict) and "image_id" in d for d in targets)):
+        return list(preds)
+    by_id = {}
+    for i, p in enumerate(preds):
+        key = _image_id(p, i, "preds")
+        if key in by_id:
+            raise ValueError(f"preds[{i}] repeats image_id {key!r}: one prediction dict per image")
+        by_id[key] = p
+    ordered = []
+    for i, t in enumerate(targets):
+        key = _image_id(t, i, "targets")
+        if key not in by_id:
+            raise ValueError(f"targets[{i}] has image_id {key!r} but no prediction has it "
+                             "(give one dict per image, even with no detections)")
+        ordered.append(by_id.pop(key))
+    if by_id:
+        raise ValueError(f"preds hold image_id(s) {sorted(map(str, by_id))[:5]} that no target has")
+    return ordered
+
+
 def _prepare(preds: list, targets: list, iou_type: str) -> tuple[list, list]:
-    """Validates both lists (ValueError naming the image and key) and converts them."""
+    """Validates both lists (ValueError naming the image and key) and converts them; pairs
+    them by "image_id" when both carry it (:func:`pair_by_image_id`)."""
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     if len(preds) != len(targets):
         raise ValueError(f"preds has {len(preds)} images but targets has {len(targets)}")
+    preds = pair_by_image_id(preds, targets)
     P = [_image(p, i, "preds", iou_type) for i, p in enumerate(preds)]
     G = [_image(t, i, "targets", iou_type) for i, t in enumerate(targets)]
     if iou_type == "segm":

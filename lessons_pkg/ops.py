@@ -48,6 +48,7 @@ BLOCK = 128
 PACK = 256
 # RoI Align builds at most this many (feature row, weight) entries at a time.
 MAX_ENTRIES = 2**22
+MAX_ROI_ENTRIES = 2**25  # one RoI's adaptive grid beyond this (~400 MB of indices and weights) is refused
 
 
 @contextlib.contextmanager
@@ -357,6 +358,13 @@ def roi_align(input: Tensor, boxes: Tensor | list[Tensor], output_size,
         grids = [(torch.arange(len(rois), device=input.device), (max(sampling_ratio, 0),) * 2)]
     else:   # grids differ per RoI: each distinct (SH, SW) is one vectorised group
         gh, gw = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()
+        per_roi = gh * gw * (out_hw[0] * out_hw[1] * 4)           # (index, weight) entries of one RoI
+        if bool((per_roi > MAX_ROI_ENTRIES).any()):                 # a huge box would need terabytes
+            k = int((per_roi > MAX_ROI_ENTRIES).nonzero()[0])
+            raise ValueError(f"roi_align: RoI {k} is {roi_h[k].item():.4g} x {roi_w[k].item():.4g} feature pixels; "
+                             f"the adaptive grid (sampling_ratio <= 0) would take {int(gh[k])} x {int(gw[k])} "
+                             f"samples per bin, more than {MAX_ROI_ENTRIES:,} entries for one RoI. Check the boxes "
+                             "(image pixels, scaled by spatial_scale) or pass a fixed sampling_ratio, e.g. 2")
         key = gh * (gw.max() + 1) + gw
         groups = (torch.nonzero(key == k).squeeze(1) for k in torch.unique(key).tolist())
         grids = [(sel, (int(gh[sel[0]]), int(gw[sel[0]]))) for sel in groups]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .data.dataset import collate_detection
+from .inputs import check_image_values
 
 
 def default_device() -> torch.device:
@@ -140,7 +141,16 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         history: continue a previous History (steps keep counting), e.g. after unfreezing.
 
     Returns:
-        the History. Raises FloatingPointError as soon as a logged loss is not finite.
+        the History.
+
+    Raises:
+        FloatingPointError at the first step whose loss or gradients are not finite, naming the
+        step and every loss term. That step is not taken: the optimizer never steps on it and
+        the BatchNorm statistics its forward pass changed are put back, so the model keeps the
+        last finite weights (in eval mode, as after a finished run). The check reads one
+        scalar per step: free on the CPU, a wait for the device on a GPU.
+        ValueError when a batch's images are not finite floats in [0, 1] (checked on the CPU,
+        before they reach the model).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -167,7 +177,10 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         factor = _lr_factor(schedule, step, steps, warmup_steps)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * factor
-        inputs, targets = move_to(next(batches), device)
+        inputs, targets = next(batches)
+        _check_batch_images(inputs, first_step + step + 1)
+        inputs, targets = move_to((inputs, targets), device)
+        buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, to undo a bad step
         losses = model(inputs, targets)
         if not isinstance(losses, dict) or not losses:
             raise TypeError("in train mode the model must return a non-empty dict of named losses "
@@ -176,7 +189,23 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         opt.zero_grad(set_to_none=True)
         total.backward()
         if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
+            grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
+        else:
+            grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):  # one scalar read per step
+            with torch.no_grad():
+                for saved, b in zip(buffers, model.buffers()):
+                    b.copy_(saved)
+            opt.zero_grad(set_to_none=True)
+            bar.close()
+            model.eval()
+            shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            what = "loss" if not torch.isfinite(total) else "gradient norm"
+            raise FloatingPointError(
+                f"the {what} is not finite at step {first_step + step + 1} (total={float(total.detach()):.4g}: {shown}; "
+                f"gradient norm {float(grad_norm):.4g}); the step was not taken and the model keeps the "
+                "weights of the step before. Lower the learning rate, clip gradients (grad_clip) or check "
+                "the targets of this batch")
         opt.step()
 
         for name, value in {**losses, "total": total}.items():
@@ -184,11 +213,6 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         interval += 1
         if interval == log_every or step == steps - 1:
             means = {name: float(value) / interval for name, value in running.items()}  # one sync
-            if not all(math.isfinite(v) for v in means.values()):
-                bar.close()
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in means.items())
-                raise FloatingPointError(f"loss is not finite at step {first_step + step + 1} ({shown}); "
-                                         "lower the learning rate, clip gradients or check the targets")
             history.steps.append(first_step + step + 1)
             for name, value in means.items():
                 history.losses.setdefault(name, []).append(value)
@@ -202,6 +226,20 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
     bar.close()
     model.eval()
     return history
+
+
+def _check_batch_images(inputs, step: int) -> None:
+    """The image check of the contract, on the CPU batch before it moves to the device (on a GPU
+    the model itself cannot read values without waiting): a NaN pixel must be refused before
+    any BatchNorm statistic changes."""
+    images = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    for i, im in enumerate(images):
+        if isinstance(im, Tensor) and im.is_floating_point() and im.dim() in (3, 4):
+            try:
+                check_image_values(im[None] if im.dim() == 3 else im)
+            except ValueError as error:
+                where = f"image {i} of " if im.dim() == 3 else ""
+                raise ValueError(f"step {step}: {where}the batch: {error}") from None
 
 
 @torch.no_grad()

@@ -156,9 +156,8 @@ def test_image_deleted_after_loading_and_wrong_size(tmp_path):
 def test_undecodable_segmentation_is_named(tmp_path):
     document = _document()
     document["annotations"][0]["segmentation"] = {"size": [8, 10], "counts": 12}
-    ds = data.CocoDataset(tmp_path, _write(tmp_path, document))
-    with pytest.raises(ValueError, match="annotation id 1: field 'segmentation'"):
-        ds[0]
+    with pytest.raises(ValueError, match=r"annotations\[0\] \(id 1\) field 'segmentation' \(RLE\) 'counts' must be"):
+        data.CocoDataset(tmp_path, _write(tmp_path, document))
 
 
 def test_transforms_apply_to_coco_samples(exported):

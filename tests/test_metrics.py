@@ -446,7 +446,31 @@ def _bad_cases():
         ((p, t, "keypoints"), "iou_type must be 'bbox' or 'segm'"),
         ((p, [{**t[0], "labels": torch.tensor([0])}], "bbox"), r"targets\[0\]\['labels'\] holds 0.*background"),
         (([{**p[0], "labels": torch.tensor([0])}], t, "bbox"), r"preds\[0\]\['labels'\] holds 0"),
+        (([{**p[0], "scores": torch.tensor([float("nan")])}], t, "bbox"), r"preds\[0\]\['scores'\] must be finite"),
+        (([{**p[0], "boxes": torch.tensor([[0.0, 0.0, float("nan"), 4.0]])}], t, "bbox"),
+         r"preds\[0\]\['boxes'\] must be finite"),
+        ((p, [{**t[0], "boxes": torch.tensor([[0.0, float("inf"), 4.0, 4.0]])}], "bbox"),
+         r"targets\[0\]\['boxes'\] must be finite"),
+        (([{**p[0], "image_id": 1}], [{**t[0], "image_id": 2}], "bbox"), r"targets\[0\] has image_id 2 but no prediction"),
+        (([{**p[0], "image_id": 1}] * 2, [{**t[0], "image_id": 1}, {**t[0], "image_id": 2}], "bbox"),
+         r"preds\[1\] repeats image_id 1"),
+        (([{**p[0], "image_id": [1]}], [{**t[0], "image_id": 1}], "bbox"), r"preds\[0\]\['image_id'\] must be an int"),
     ]
+
+
+def test_predictions_and_targets_are_paired_by_image_id():
+    """Reversed prediction lists score as the right order does when both sides carry image_id
+    (by position they would score 0)."""
+    targets = [{**_box(0, 0, 10, 10), "image_id": 7}, {**_box(20, 20, 40, 30), "image_id": 3}]
+    preds = [{**_box(0, 0, 10, 10, score=0.9), "image_id": 7}, {**_box(20, 20, 40, 30, score=0.8), "image_id": 3}]
+    right = metrics.mean_average_precision(preds, targets)
+    assert right["map"] == pytest.approx(1)
+    reversed_ = metrics.mean_average_precision(preds[::-1], targets)
+    assert {k: v for k, v in reversed_.items() if isinstance(v, float)} == {
+        k: v for k, v in right.items() if isinstance(v, float)}
+    assert metrics.voc_average_precision(preds[::-1], targets)["map"] == pytest.approx(1)
+    anonymous = [{k: v for k, v in p.items() if k != "image_id"} for p in preds[::-1]]
+    assert metrics.mean_average_precision(anonymous, targets)["map"] == 0  # by position
 
 
 @pytest.mark.parametrize("args, message", _bad_cases())

@@ -300,3 +300,11 @@ def test_loops_run_on_one_thread_and_restore_the_thread_count():
             assert torch.get_num_threads() == 1
             raise RuntimeError("inside")
     assert torch.get_num_threads() == threads
+
+
+def test_roi_align_refuses_a_huge_adaptive_grid_instead_of_allocating_terabytes():
+    feats = torch.rand(1, 4, 16, 16)
+    huge = torch.tensor([[0.0, 0.0, 0.0, 1e9, 1e9]])
+    with pytest.raises(ValueError, match=r"RoI 0 is 1e\+09 x 1e\+09 feature pixels.*fixed sampling_ratio"):
+        ops.roi_align(feats, huge, 7, sampling_ratio=-1)
+    assert ops.roi_align(feats, huge, 7, sampling_ratio=2).shape == (1, 4, 7, 7)   # a fixed grid is cheap

@@ -71,8 +71,57 @@ def test_non_finite_loss_stops_with_a_clear_message(loader):
         def forward(self, images, targets=None):
             return {"loss_bad": self.linear.weight.sum() * float("nan")}
 
-    with pytest.raises(FloatingPointError, match=r"loss is not finite at step 2 \(loss_bad=nan"):
+    with pytest.raises(FloatingPointError, match=r"loss is not finite at step 1 \(total=nan: loss_bad=nan"):
         train.fit(Exploding(), loader, steps=10, log_every=2, progress=False, device="cpu")
+
+
+class WithBatchNorm(torch.nn.Module):
+    """A BatchNorm, then a linear layer; its loss turns NaN from step ``bad_step`` on (or its
+    gradient, with ``where="grad"``)."""
+
+    def __init__(self, bad_step, where="loss"):
+        super().__init__()
+        self.norm, self.linear = torch.nn.BatchNorm2d(3), torch.nn.Linear(3, 1)
+        self.bad_step, self.where, self.calls = bad_step, where, 0
+
+    def forward(self, images, targets=None):
+        self.calls += 1
+        features = self.norm(torch.stack(list(images)) if isinstance(images, list) else images).mean(dim=(2, 3))
+        loss = self.linear(features).pow(2).mean()
+        if self.calls >= self.bad_step:
+            if self.where == "loss":
+                loss = loss * float("nan")
+            else:  # a finite loss whose gradient is not: sqrt at 0
+                loss = loss + (self.linear.weight.sum() * 0).sqrt()
+        return {"loss_a": loss, "loss_b": loss.detach() * 0}
+
+
+@pytest.mark.parametrize("where", ["loss", "grad"])
+def test_first_non_finite_step_is_not_taken_and_the_model_keeps_its_last_finite_state(loader, where):
+    """Stops at the exact step (not the next logging step), names it and the loss terms, and
+    leaves the weights and BatchNorm statistics of the step before, in eval mode."""
+    torch.manual_seed(0)
+    reference = WithBatchNorm(bad_step=10**9)
+    torch.manual_seed(0)
+    model = WithBatchNorm(bad_step=4, where=where)
+    train.fit(reference, loader, steps=3, log_every=10, progress=False, device="cpu", schedule="constant")
+    with pytest.raises(FloatingPointError, match=rf"not finite at step 4 .*loss_a=.*loss_b="):
+        train.fit(model, loader, steps=10, log_every=10, progress=False, device="cpu", schedule="constant")
+    assert not model.training
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.isfinite(a.float()).all(), name
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_nan_pixel_is_refused_before_batchnorm_changes():
+    images = torch.rand(4, 3, 16, 16)
+    images[2, 1, 5, 5] = float("nan")
+    model = WithBatchNorm(bad_step=10**9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"step 1: .*image 2 holds 1 non-finite value"):
+        train.fit(model, [(images, [{}] * 4)], steps=2, progress=False, device="cpu")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_model_that_returns_no_loss_dict_is_named(loader):

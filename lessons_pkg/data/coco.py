@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -94,13 +96,23 @@ def export_coco(dataset: ShapesDataset, out_dir: str | os.PathLike, command: str
 
 
 # --------------------------------------------------------------------------- reading
+# A coordinate further than this many image sides outside the image is refused: pycocotools
+# rasterizes a polygon along its perimeter, and a huge (or non-finite) vertex runs it out of
+# memory or crashes the interpreter.
+POLYGON_MARGIN = 1.0
+
+
 def _load_json(ann_file: Path) -> dict:
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
-        document = json.loads(ann_file.read_text())
+        document = json.loads(ann_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{ann_file}: not UTF-8 text ({e.reason} at byte {e.start}); COCO files are UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{ann_file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (RecursionError, ValueError) as e:  # nesting too deep; an integer too long to convert
+        raise ValueError(f"{ann_file}: not readable as JSON ({str(e)[:120]})") from None
     if not isinstance(document, dict):
         raise ValueError(f"{ann_file}: the top level must be a JSON object, got {type(document).__name__}")
     for key in ("images", "annotations", "categories"):
@@ -119,33 +131,199 @@ def _require(ann_file: Path, where: str, entry, fields: tuple[str, ...]) -> None
             raise ValueError(f"{ann_file}: {where} has no field '{f}'")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # a 400-digit integer
+        return False
+
+
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_int_field(ann_file: Path, where: str, entry: dict, field: str, minimum: int | None = None) -> None:
+    value = entry[field]
+    if not _is_int(value) or (minimum is not None and value < minimum) or abs(value) > 2**63 - 1:
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{ann_file}: {where} field '{field}' must be an integer{bound}, got {_shown(value)}")
+
+
+def _check_file_name(ann_file: Path, where: str, file_name) -> None:
+    """A relative path that stays inside the dataset root (no absolute path, no '..' out of it)."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise ValueError(f"{ann_file}: {where} field 'file_name' must be a non-empty string, got {_shown(file_name)}")
+    if "\x00" in file_name:
+        raise ValueError(f"{ann_file}: {where} field 'file_name' holds a NUL character: {_shown(file_name)}")
+    normal = os.path.normpath(file_name.replace("\\", "/"))
+    if os.path.isabs(normal) or normal == ".." or normal.startswith("../") or Path(file_name).drive:
+        raise ValueError(f"{ann_file}: {where} field 'file_name' must be a path relative to the images root "
+                         f"that stays inside it, got {file_name!r}")
+
+
+def _check_polygons(where: str, polygons: list, size: tuple[int, int] | None) -> None:
+    """Each polygon a list of >= 3 (x, y) vertices: an even count >= 6 of finite numbers, within
+    :data:`POLYGON_MARGIN` image sides of the image when its size is known."""
+    if not polygons:
+        raise ValueError(f"{where} field 'segmentation' is an empty list of polygons")
+    for k, polygon in enumerate(polygons):
+        if not isinstance(polygon, list):
+            raise ValueError(f"{where} field 'segmentation' polygon {k} must be a list [x1, y1, x2, y2, ...], "
+                             f"got {_shown(polygon)}")
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(f"{where} field 'segmentation' polygon {k} must hold an even number >= 6 of "
+                             f"coordinates (x, y pairs, 3 vertices at least), got {len(polygon)}")
+        if not all(_is_finite_number(v) for v in polygon):
+            bad = next(v for v in polygon if not _is_finite_number(v))
+            raise ValueError(f"{where} field 'segmentation' polygon {k} must hold finite numbers, got {_shown(bad)}")
+        if size is not None:
+            h, w = size
+            side = max(h, w)
+            lo, hi = -POLYGON_MARGIN * side, (1 + POLYGON_MARGIN) * side
+            if min(polygon) < lo or max(polygon) > hi:
+                raise ValueError(f"{where} field 'segmentation' polygon {k} has coordinates in "
+                                 f"[{min(polygon):.6g}, {max(polygon):.6g}], far outside the {w}x{h} image "
+                                 f"(allowed: [{lo:g}, {hi:g}])")
+
+
+def _compressed_rle_total(counts: str) -> int:
+    """The number of pixels a compressed RLE string covers (pycocotools' rleFrString, in
+    Python): each count is a little-endian run of 5-bit chunks in characters 48..111; from the
+    third count on, it is a difference to the count two before. ValueError on a bad string."""
+    total, values, i = 0, [], 0
+    while i < len(counts):
+        x, shift, more = 0, 0, True
+        while more:
+            if i >= len(counts):
+                raise ValueError("the string ends inside a count")
+            c = ord(counts[i]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {counts[i]!r} is not an RLE character")
+            x |= (c & 0x1f) << (5 * shift)
+            more = bool(c & 0x20)
+            i += 1
+            shift += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * shift)
+        if len(values) > 2:
+            x += values[-2]
+        if x < 0:
+            raise ValueError("a run length is negative")
+        values.append(x)
+        total += x
+    return total
+
+
+def _check_rle(where: str, rle: dict, size: tuple[int, int] | None) -> None:
+    """RLE: "size" [h, w] (the image's) and "counts", a list of non-negative ints (uncompressed)
+    or a string (compressed), covering exactly h * w pixels."""
+    rle_size = rle.get("size")
+    if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(_is_int(v) and 0 < v < 2**31 for v in rle_size)):
+        raise ValueError(f"{where} field 'segmentation' (RLE) needs 'size' [height, width] of positive integers, "
+                         f"got {_shown(rle_size)}")
+    if size is not None and tuple(rle_size) != tuple(size):
+        raise ValueError(f"{where} field 'segmentation' (RLE) has size {rle_size}, the image is {list(size)}")
+    counts = rle.get("counts")
+    pixels = rle_size[0] * rle_size[1]
+    if isinstance(counts, list):
+        if not all(_is_int(v) and 0 <= v <= pixels for v in counts):
+            raise ValueError(f"{where} field 'segmentation' (RLE) 'counts' must be non-negative integers")
+        total = sum(counts)
+    elif isinstance(counts, str):
+        try:
+            total = _compressed_rle_total(counts)
+        except ValueError as e:
+            raise ValueError(f"{where} field 'segmentation' (compressed RLE) 'counts' is not valid: {e}") from None
+    else:
+        raise ValueError(f"{where} field 'segmentation' (RLE) 'counts' must be a list of integers or a string, "
+                         f"got {type(counts).__name__}")
+    if total != pixels:
+        raise ValueError(f"{where} field 'segmentation' (RLE) 'counts' cover {total} pixels, "
+                         f"its size {rle_size[0]}x{rle_size[1]} has {pixels}")
+
+
 def _validate(ann_file: Path, document: dict) -> None:
     """Check every reference and field that reading relies on, naming the first problem."""
-    image_ids, category_ids = set(), set()
+    image_sizes: dict = {}
     for i, image in enumerate(document["images"]):
-        _require(ann_file, f"images[{i}]", image, ("id", "file_name"))
-        if image["id"] in image_ids:
-            raise ValueError(f"{ann_file}: images[{i}] repeats image id {image['id']}")
-        image_ids.add(image["id"])
+        where = f"images[{i}]"
+        _require(ann_file, where, image, ("id", "file_name"))
+        _check_int_field(ann_file, where, image, "id")
+        if image["id"] in image_sizes:
+            raise ValueError(f"{ann_file}: {where} repeats image id {image['id']}")
+        _check_file_name(ann_file, f"{where} (id {image['id']})", image["file_name"])
+        for field in ("height", "width"):
+            if field in image:
+                _check_int_field(ann_file, f"{where} (id {image['id']})", image, field, minimum=1)
+        image_sizes[image["id"]] = ((image["height"], image["width"]) if "height" in image and "width" in image
+                                    else None)
+    category_ids = set()
     for i, category in enumerate(document["categories"]):
         _require(ann_file, f"categories[{i}]", category, ("id", "name"))
+        _check_int_field(ann_file, f"categories[{i}]", category, "id")
+        if category["id"] in category_ids:
+            raise ValueError(f"{ann_file}: categories[{i}] repeats category id {category['id']} "
+                             f"(name {category['name']!r}): each id must name one class")
+        if not isinstance(category["name"], str):
+            raise ValueError(f"{ann_file}: categories[{i}] field 'name' must be a string, got {_shown(category['name'])}")
         category_ids.add(category["id"])
+    annotation_ids = set()
     for i, ann in enumerate(document["annotations"]):
-        where = f"annotations[{i}] (id {ann.get('id', '?')})" if isinstance(ann, dict) else f"annotations[{i}]"
-        _require(ann_file, where, ann, ("image_id", "category_id", "bbox"))
-        if ann["image_id"] not in image_ids:
+        where = f"annotations[{i}] (id {_shown(ann.get('id', '?'), 30)})" if isinstance(ann, dict) else f"annotations[{i}]"
+        _require(ann_file, where, ann, ("id", "image_id", "category_id", "bbox"))
+        for field in ("id", "image_id", "category_id"):
+            _check_int_field(ann_file, where, ann, field)
+        if ann["id"] in annotation_ids:
+            raise ValueError(f"{ann_file}: {where} repeats annotation id {ann['id']}")
+        annotation_ids.add(ann["id"])
+        if ann["image_id"] not in image_sizes:
             raise ValueError(f"{ann_file}: {where} has image_id {ann['image_id']!r}, which is not in 'images'")
         if ann["category_id"] not in category_ids:
             raise ValueError(f"{ann_file}: {where} has category_id {ann['category_id']!r}, "
                              "which is not in 'categories'")
         bbox = ann["bbox"]
-        if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):
-            raise ValueError(f"{ann_file}: {where} field 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_finite_number(v) for v in bbox):
+            raise ValueError(f"{ann_file}: {where} field 'bbox' must be 4 finite numbers [x, y, w, h], got {_shown(bbox)}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise ValueError(f"{ann_file}: {where} field 'bbox' [x, y, w, h] has a negative size "
+                             f"(w={bbox[2]}, h={bbox[3]}); COCO boxes are [x, y, width, height]")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            raise ValueError(f"{ann_file}: {where} field 'iscrowd' must be 0 or 1, got {_shown(ann['iscrowd'])}")
+        if "area" in ann and not _is_finite_number(ann["area"]):
+            raise ValueError(f"{ann_file}: {where} field 'area' must be a finite number, got {_shown(ann['area'])}")
         seg = ann.get("segmentation")
-        if seg is not None and not isinstance(seg, (list, dict)):
+        if seg is None or seg == [] or seg == {}:
+            continue
+        if isinstance(seg, list):
+            _check_polygons(f"{ann_file}: {where}", seg, image_sizes[ann["image_id"]])
+        elif isinstance(seg, dict):
+            _check_rle(f"{ann_file}: {where}", seg, image_sizes[ann["image_id"]])
+        else:
             raise ValueError(f"{ann_file}: {where} field 'segmentation' must be polygons (list) or RLE (object), "
                              f"got {type(seg).__name__}")
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    """float32[H, W, 3] in [0, 1] from any PIL mode: 16-bit and 32-bit integer greyscale scaled
+    by their own range (Pillow's conversion to RGB would clip them to 255: almost white),
+    palette and alpha images through RGB."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        grey = np.asarray(im).astype(np.float32) / 65535.0
+    elif im.mode == "I":  # 32-bit integers: 16-bit PNGs open so in some Pillow versions
+        values = np.asarray(im)
+        grey = values.astype(np.float32) / (65535.0 if values.min() >= 0 and values.max() <= 65535 else 2**31 - 1)
+    elif im.mode == "F":
+        grey = np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+    else:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.repeat(np.clip(grey, 0, 1)[:, :, None], 3, axis=2)
 
 
 class CocoDataset(Dataset):
@@ -191,18 +369,27 @@ class CocoDataset(Dataset):
 
     def _load_image(self, info: dict) -> Tensor:
         path = self.root / info["file_name"]
+        where = f"{self.ann_file}: image id {info['id']}"
         try:
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    w, h = im.size  # from the header: a size mismatch is named before decoding
+                    if ("height" in info and info["height"] != h) or ("width" in info and info["width"] != w):
+                        raise ValueError(f"{where}: fields height/width say {info.get('height')}x{info.get('width')} "
+                                         f"but {path} is {h}x{w}")
+                    array = _pil_to_array(im)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.ann_file}: image id {info['id']}: file not found: {path}") from None
-        except OSError as e:
-            raise ValueError(f"{self.ann_file}: image id {info['id']}: cannot read {path}: {e}") from None
-        h, w = array.shape[:2]
-        if ("height" in info and info["height"] != h) or ("width" in info and info["width"] != w):
-            raise ValueError(f"{self.ann_file}: image id {info['id']}: fields height/width say "
-                             f"{info.get('height')}x{info.get('width')} but {path} is {h}x{w}")
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+            raise FileNotFoundError(f"{where}: file not found: {path}") from None
+        except ValueError as e:
+            if str(e).startswith(where):
+                raise
+            raise ValueError(f"{where}: cannot read {path}: {e}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"{where}: {path} is refused as a decompression bomb ({e})") from None
+        except Exception as e:  # OSError, SyntaxError, struct.error...: Pillow on a broken file
+            raise ValueError(f"{where}: cannot read {path} as an image ({type(e).__name__}: {e})") from None
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         image_id = self.image_ids[index]
@@ -235,6 +422,12 @@ class CocoDataset(Dataset):
         """uint8[H, W] from polygons, uncompressed RLE or compressed RLE."""
         where = f"{self.ann_file}: annotation id {ann.get('id', '?')}"
         seg = ann["segmentation"]
+        # again with the image's real size (the file may not give height/width): pycocotools
+        # would crash the interpreter on a polygon far outside the image
+        if isinstance(seg, list):
+            _check_polygons(where, seg, (h, w))
+        elif isinstance(seg, dict):
+            _check_rle(where, seg, (h, w))
         try:
             if isinstance(seg, list):  # polygons
                 rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
