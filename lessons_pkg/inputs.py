@@ -1,7 +1,8 @@
 """The target contract, checked: every check of a model's images and targets lives here.
 
 The contract (README, "The target contract"): images are ``Tensor[B, 3, H, W]`` float in [0, 1]
-(or a list of equal-size ``Tensor[3, H, W]``); each image has a target dict with ``"boxes"``
+(or a list of ``Tensor[3, H, W]``; lists of different sizes are padded by
+:func:`lessons_pkg.batching.any_size` before they get here); each image has a target dict with ``"boxes"``
 float[N, 4] (xyxy pixels), ``"labels"`` int64[N] (1..C, 0 is background), ``"masks"``
 uint8[N, H, W] for instance segmentation, ``"semantic"`` int64[H, W] (0..C, 255 ignored) for
 semantic segmentation. Every model's ``forward`` opens with :func:`prepare_batch`, which checks

@@ -72,3 +72,72 @@ def test_a_chapter_checker_does_not_import_every_model():
             "assert 'lessons_pkg.models' not in sys.modules and 'matplotlib' not in sys.modules, "
             "sorted(m for m in sys.modules if m.startswith('lessons_pkg'))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- bad images given to every model
+def _families():
+    from lessons_pkg.models import faster_rcnn, fcn, localizer, mask_rcnn, rcnn, sliding_window, ssd, yolo
+    return {
+        "localizer": (lambda: localizer.Localizer(4), "single_object"),
+        "sliding_window": (lambda: sliding_window.SlidingWindowDetector(4), "detection"),
+        "fast_rcnn": (lambda: rcnn.FastRCNN(4), "detection"),
+        "faster_rcnn": (lambda: faster_rcnn.FasterRCNN(4), "detection"),
+        "mask_rcnn": (lambda: mask_rcnn.MaskRCNN(4), "instance"),
+        "ssd": (lambda: ssd.SSD(4), "detection"),
+        "yolo": (lambda: yolo.YOLO(4), "detection"),
+        "fcn": (lambda: fcn.BackboneFCN(4), "semantic"),
+    }
+
+
+def _targets(task, b=2, size=(128, 128)):
+    out = []
+    for _ in range(b):
+        t = {"boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([2]),
+             "proposals": torch.tensor([[8.0, 18.0, 62.0, 72.0], [0.0, 0.0, 40.0, 40.0]])}
+        if task == "instance":
+            t["masks"] = torch.zeros(1, *size, dtype=torch.uint8)
+            t["masks"][0, 20:70, 10:60] = 1
+        if task == "semantic":
+            t = {"semantic": torch.zeros(size, dtype=torch.int64)}
+        out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("family", list(_families()))
+def test_every_model_refuses_a_nan_pixel_before_batchnorm_changes(family):
+    build, task = _families()[family]
+    torch.manual_seed(0)
+    model = build().train()
+    images = torch.rand(2, 3, 128, 128)
+    images[1, 0, 64, 64] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="image 1 holds 1 non-finite value"):
+        model(images, _targets(task))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("family", list(_families()))
+def test_every_model_refuses_0_to_255_floats_and_empty_batches(family):
+    build, task = _families()[family]
+    model = build()
+    for mode in (True, False):
+        model.train(mode)
+        targets = _targets(task) if mode else None
+        with pytest.raises(ValueError, match=r"in \[0, 1\]; image 0 has values in \[0\.?\d*, 2\d\d.*divide by 255"):
+            model(torch.rand(2, 3, 128, 128) * 255, targets)
+        with pytest.raises(ValueError, match="an empty batch"):
+            model(torch.rand(0, 3, 128, 128), [] if mode else None)
+
+
+@pytest.mark.parametrize("family", list(_families()))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_every_model_takes_float64_and_float16_images(family, dtype):
+    build, task = _families()[family]
+    torch.manual_seed(0)
+    model = build().train()
+    losses = model(torch.rand(2, 3, 128, 128).to(dtype), _targets(task))
+    assert torch.isfinite(sum(losses.values()))
+    model.eval()
+    with torch.no_grad():
+        assert len(model(torch.rand(1, 3, 128, 128).to(dtype))) == 1
