@@ -2,11 +2,14 @@
 
     python -m lessons_pkg.ablations ssd_negatives      # trains seeds 1 and 2 of each variant
     python -m lessons_pkg.ablations mask_heads
+    python -m lessons_pkg.ablations localizer_box_weight   # a chapter's live runs, over seeds 0, 1, 2
 
-An ablation (``ABLATIONS``) is a few recipes of :mod:`lessons_pkg.checkpoints` that change one
-thing, trained with several seeds at the recipe's budget. Seed 0 of each is the committed
-checkpoint (its record's scores are reused); the other seeds are trained into a temporary folder
-and only their scores are kept: ``data/ablations/NAME.json`` holds, for every recipe and seed,
+An ablation (``ABLATIONS``) is a few variants that change one thing, trained with several
+seeds. Either the variants are recipes of :mod:`lessons_pkg.checkpoints`, trained at the
+recipe's budget: seed 0 of each is the committed checkpoint (its record's scores are reused),
+the other seeds are trained into a temporary folder. Or they are the runs a chapter trains live
+(``run(variant, seed)`` trains one and scores it): seed 0 is what the chapter shows, and every
+seed is trained here. Only scores are kept: ``data/ablations/NAME.json`` holds, for every recipe and seed,
 the val and test scores and the command that remakes them, and for every score the mean and the
 spread (sample standard deviation) over the seeds. A chapter claims a difference between two
 variants only where it is larger than the spread.
@@ -19,23 +22,56 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from . import checkpoints, records
 
 ABLATIONS_DIR = records.PRETRAINED_DIR.parent / "ablations"
-SUMMARY = ("map_50", "map", "map_75", "mar_100", "miou")
+SUMMARY = ("map_50", "map", "map_75", "mar_100", "miou", "accuracy", "mean_iou", "acc_at_iou")
 
 
 @dataclass(frozen=True)
 class Ablation:
-    """Recipes that differ in one setting, and the seeds each is trained with."""
+    """Variants that differ in one setting, and the seeds each is trained with.
+
+    ``run`` is None when the variants are checkpoint recipes; otherwise ``run(variant, seed)``
+    trains one variant live and returns {"val": scores, "test": scores, "train_seconds": s}.
+    """
 
     recipes: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
     what: str = ""
+    run: Callable[[str, int], dict] | None = None
+
+
+# ----------------------------------------------------------------------------- live runs of chapters
+LOCALIZER_SPLITS = {"train": 512, "val": 256, "test": 300}  # the classification & localization chapter's
+
+
+@lru_cache(maxsize=1)
+def localizer_data():
+    """The chapter's single-object splits, rendered once: {"train", "val", "test"} datasets."""
+    from .data import make_split
+    from .models.localizer import SingleObjectTensors
+    return {split: SingleObjectTensors(make_split(split, n, config="single"), augment=split == "train")
+            for split, n in LOCALIZER_SPLITS.items()}
+
+
+def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
+    """One of the chapter's 200-step runs (:func:`lessons_pkg.models.localizer.train_workflow`),
+    scored on its val and test splits."""
+    from . import metrics, train
+    from .models.localizer import train_workflow
+    sets = localizer_data()
+    model, history = train_workflow(sets["train"], workflow, box_weight=box_weight, seed=seed)
+    scores = {split: train.evaluate(model, train.make_loader(sets[split], 128, shuffle=False),
+                                    metric=metrics.localization_metrics) for split in ("val", "test")}
+    return {**{split: {k: round(v, 6) for k, v in s.items()} for split, s in scores.items()},
+            "train_seconds": round(history.seconds, 1)}
 
 
 ABLATIONS = {
@@ -43,7 +79,20 @@ ABLATIONS = {
                               what="how the background default boxes enter SSD's classification loss"),
     "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
                            what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
+    "localizer_box_weight": Ablation(("0.1", "1.0", "10.0"),
+                                     what="the box loss's weight λ, workflow 'frozen, then fine-tuned', 200 steps",
+                                     run=lambda variant, seed: localizer_run("frozen, then fine-tuned",
+                                                                             float(variant), seed)),
+    "localizer_workflows": Ablation(("scratch", "frozen", "frozen, then fine-tuned"),
+                                    what="how the pretrained backbone is used, λ = 1, 200 steps",
+                                    run=lambda variant, seed: localizer_run(variant, 1.0, seed)),
 }
+
+
+def apart(a: dict, b: dict) -> bool:
+    """The rule every chapter uses to claim "a scores above b": a's mean minus its spread is
+    above b's mean plus its spread (two summaries of :func:`summarize`, ``{"mean", "spread"}``)."""
+    return a["mean"] - a["spread"] > b["mean"] + b["spread"]
 
 
 def path(name: str) -> Path:
@@ -69,11 +118,14 @@ def run(name: str, overwrite: bool = False) -> dict:
     out = path(name)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    result = {"ablation": name, "what": ablation.what, "seeds": list(ablation.seeds), "torch": torch.__version__,
-              "recipes": {}}
+    result = {"ablation": name, "command": f"python -m lessons_pkg.ablations {name}", "what": ablation.what,
+              "seeds": list(ablation.seeds), "torch": torch.__version__, "recipes": {}}
     for recipe in ablation.recipes:
         runs = {}
         for seed in ablation.seeds:
+            if ablation.run is not None:
+                runs[str(seed)] = ablation.run(recipe, seed)
+                continue
             if seed == checkpoints.RECIPES[recipe].seed:
                 record = records.load_record(records.default_path(recipe))
             else:
@@ -108,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as error:
         parser.error(str(error))
     for recipe, r in result["recipes"].items():
-        test = r["test"]
-        print(f"{recipe:<12} test mAP@0.5 {test['map_50']['mean']:.3f} ± {test['map_50']['spread']:.3f}   "
-              f"mAP {test['map']['mean']:.3f} ± {test['map']['spread']:.3f}")
+        shown = "   ".join(f"{key} {s['mean']:.3f} ± {s['spread']:.3f}" for key, s in r["test"].items())
+        print(f"{recipe:<24} test {shown}")
     return 0
 
 

@@ -69,9 +69,10 @@ class Recipe:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-    def build(self, pretrained: bool = False) -> nn.Module:
-        """The untrained model; its backbone pretrained when ``pretrained`` and the recipe's is."""
-        return self.model(num_classes=4, pretrained_backbone=True if pretrained and self.pretrained else None,
+    def build(self, pretrained: bool = False, num_classes: int = 4) -> nn.Module:
+        """The untrained model for ``num_classes`` classes (the shapes data has 4); its backbone
+        pretrained when ``pretrained`` and the recipe's is."""
+        return self.model(num_classes=num_classes, pretrained_backbone=True if pretrained and self.pretrained else None,
                           **self.model_settings)
 
     def settings(self) -> dict:
@@ -235,7 +236,8 @@ def load(name: str, path: str | Path | None = None, map_location: str | torch.de
         raise FileNotFoundError(f"checkpoint {path} (or its record {record_file.name}) is missing; make it with "
                                 f"{command_line(name, path, RECIPES[name].steps, RECIPES[name].seed)}")
     record = records.load_record(path)
-    model = RECIPES[name].build()
+    # a model trained on other data (python -m lessons_pkg.train) records its number of classes
+    model = RECIPES[name].build(num_classes=int(record.get("num_classes", 4)))
     model.load_state_dict(records.load_weights(path, map_location))
     return model.eval(), record
 

@@ -141,3 +141,50 @@ def test_every_model_takes_float64_and_float16_images(family, dtype):
     model.eval()
     with torch.no_grad():
         assert len(model(torch.rand(1, 3, 128, 128).to(dtype))) == 1
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SPECIAL = st.sampled_from([0.0, 1.0, 0.5, -0.2, 1.5, 255.0, float("nan"), float("inf"), -float("inf"), 1e30])
+
+
+@st.composite
+def image_batches(draw):
+    dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
+                                  torch.int64, torch.bool]))
+    shape = draw(st.lists(st.integers(0, 5), min_size=1, max_size=5))
+    images = torch.rand(*shape).to(dtype) if dtype.is_floating_point else torch.zeros(*shape, dtype=dtype)
+    if images.numel() and dtype.is_floating_point and draw(st.booleans()):
+        flat = images.view(-1)
+        flat[draw(st.integers(0, images.numel() - 1))] = draw(SPECIAL)
+    return images
+
+
+@settings(max_examples=300, deadline=None)
+@given(images=image_batches(), task=st.sampled_from(sorted(inputs.TASKS)))
+def test_any_tensor_gives_a_named_error_or_a_checked_float32_batch(images, task):
+    try:
+        out, _ = inputs.prepare_batch(images, None, False, 4, task)
+    except ValueError as error:
+        assert "image" in str(error)
+        return
+    assert out.dtype == torch.float32 and out.dim() == 4 and out.shape[1] == 3 and len(out) >= 1
+    assert torch.isfinite(out).all() and out.min() >= -inputs.RANGE_TOLERANCE
+    assert out.max() <= 1 + inputs.RANGE_TOLERANCE
+
+
+@settings(max_examples=200, deadline=None)
+@given(boxes=st.lists(st.lists(SPECIAL | st.floats(-50, 50), min_size=4, max_size=4), max_size=3),
+       labels=st.lists(st.integers(-2, 6), max_size=3))
+def test_any_detection_target_gives_a_named_error_or_passes_in_contract(boxes, labels):
+    target = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels)}
+    try:
+        inputs.prepare_batch(torch.rand(1, 3, 8, 8), [target], True, 4, "detection")
+    except ValueError as error:
+        assert "target 0" in str(error)
+        return
+    b = target["boxes"]
+    assert torch.isfinite(b).all() and (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+    assert len(labels) == len(b) and all(1 <= x <= 4 for x in labels)

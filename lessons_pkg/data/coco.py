@@ -441,3 +441,28 @@ class CocoDataset(Dataset):
         if mask.shape != (h, w):
             raise ValueError(f"{where}: field 'segmentation' has size {mask.shape}, the image is {(h, w)}")
         return mask.astype(np.uint8)
+
+
+class SemanticTargets(Dataset):
+    """An instance-segmentation dataset as semantic segmentation: each sample's target gains
+    "semantic" int64[H, W], the label of the instance mask covering each pixel (0: background;
+    where masks overlap, the later annotation wins, as when painting them in order).
+
+    For training a semantic-segmentation network (``fcn``) on a COCO set with masks."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.classes = getattr(dataset, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
+        image, target = self.dataset[index]
+        if "masks" not in target:
+            raise ValueError(f"sample {index} has no 'masks': semantic targets are made from instance masks")
+        masks, labels = target["masks"], target["labels"]
+        semantic = torch.zeros(image.shape[-2:], dtype=torch.int64)
+        for mask, label in zip(masks, labels):
+            semantic[mask.bool()] = int(label)
+        return image, {**target, "semantic": semantic}

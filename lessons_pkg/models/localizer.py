@@ -266,3 +266,40 @@ class SingleObjectTensors(Dataset):
             if flip_y:
                 image, box = image.flip(1), torch.stack([box[0], height - box[3], box[2], height - box[1]])
         return image.contiguous(), {"boxes": box[None], "labels": self.labels[index:index + 1], "image_id": int(index)}
+
+
+# ----------------------------------------------------------------------------- the chapter's workflows
+WORKFLOWS = ("scratch", "frozen", "frozen, then fine-tuned")
+
+
+def train_workflow(train_set: Dataset, workflow: str, box_weight: float = 1.0, steps: int = 200,
+                   batch_size: int = 32, seed: int = 0, lr: float = 3e-3, finetune_lr: float = 2e-3,
+                   progress: bool = False):
+    """Train a :class:`Localizer` by one of the three ways of building on a pretrained backbone
+    (the chapter's comparison, and its seed replicas in :mod:`lessons_pkg.ablations`):
+
+    - "scratch": random backbone, everything trained for ``steps``;
+    - "frozen": the pretrained backbone fixed, the new heads trained for ``steps``;
+    - "frozen, then fine-tuned": "frozen" for ``steps // 2``, then everything together for the
+      rest with the smaller ``finetune_lr``.
+
+    ``seed`` fixes the initial heads and the batches (the second phase draws with ``seed + 1``).
+    Returns (model, History).
+    """
+    from .. import train  # the training loop imports the data package, which needs no model
+
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"unknown workflow {workflow!r}; choose from {WORKFLOWS}")
+    torch.manual_seed(seed)  # the same initial heads in every run of one seed
+    model = Localizer(box_weight=box_weight)
+    loader = train.make_loader(train_set, batch_size, drop_last=True)
+    fit = dict(lr=lr, warmup_steps=10, progress=progress, seed=seed)
+    if workflow == "scratch":
+        return model, train.fit(model, loader, steps, **fit)
+    model.load_backbone().freeze_backbone()
+    if workflow == "frozen":
+        return model, train.fit(model, loader, steps, **fit)
+    history = train.fit(model, loader, steps // 2, **fit)
+    model.freeze_backbone(False)  # then everything together, more gently
+    fit.update(lr=finetune_lr, seed=seed + 1, history=history)
+    return model, train.fit(model, loader, steps - steps // 2, **fit)
