@@ -31,7 +31,7 @@ from torch import nn
 
 from . import metrics, records, train
 from .cli import positive_int
-from .data import collate_detection, make_split, segmentation_augmentation
+from .data import make_split
 from .models import faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
 
 VAL_IMAGES = 64     # the validation images that development looked at
@@ -191,17 +191,20 @@ def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = records.check_writable(records.default_path(name) if out is None else out, overwrite)
+    # The data, model and loader of python -m lessons_pkg.train on the shapes data, one process:
+    # the committed checkpoints and a user's runs are trained the same way.
+    from .train.__main__ import make_train_loader, shapes_training_set
+    from .train.distributed import Context
     train.seed_everything(seed)
     model = recipe.build(pretrained=True)
-    crop = segmentation_augmentation((recipe.crop_size,) * 2) if recipe.crop_size else None
-    dataset = make_split("train", recipe.num_train_images, recipe.config, transforms=crop)
+    dataset = shapes_training_set(recipe)
     if recipe.proposals:
         dataset = rcnn.WithProposals(dataset)
     start = time.perf_counter()
     for i in range(len(dataset)):  # render (and propose) once, up front, so the timing below is training only
         dataset[i]
     render_seconds = time.perf_counter() - start
-    loader = train.make_loader(dataset, batch_size=recipe.batch_size, collate_fn=collate_detection)
+    loader = make_train_loader(dataset, recipe.batch_size, seed, Context(), workers=0)
     history = train.fit(model, loader, steps=steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                         seed=seed, log_every=50, desc=name)
     record = {"command": command_line(name, out, steps, seed), "recipe": name, **recipe.settings(),

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data.dataset import collate_detection
-from .inputs import check_image_values
+from ..data.dataset import collate_detection
+from ..inputs import check_image_values
 
 
 def default_device() -> torch.device:
@@ -60,16 +60,66 @@ def move_to(obj, device: torch.device):
     return obj
 
 
-def _forever(loader: Iterable) -> Iterator:
-    """Batches from ``loader``, epoch after epoch (a new shuffle each epoch)."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the training loader yields no batches (an empty dataset, or drop_last "
-                             "with fewer samples than one batch)")
+class BatchStream:
+    """Batches from ``loader``, epoch after epoch (a new shuffle each epoch), with a position
+    that can be saved and restored so that a resumed run sees the batches it would have seen.
+
+    A new epoch's order is drawn from PyTorch's global generator when its iterator is made
+    (``DataLoader(shuffle=True)``), or from ``sampler.set_epoch(epoch)`` (``DistributedSampler``).
+    :meth:`state_dict` keeps the epoch, the batches taken from it and the generator's state at
+    the epoch's start; :meth:`load_state_dict` makes the same iterator again and skips as many
+    batches (it loads them: simple, and cheap next to training on them).
+    """
+
+    def __init__(self, loader: Iterable):
+        self.loader = loader
+        self.epoch, self.position = 0, 0
+        self._iterator: Iterator | None = None
+        self._epoch_rng: Tensor | None = None
+
+    def _start_epoch(self) -> None:
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        self._epoch_rng = torch.get_rng_state()
+        self._iterator = iter(self.loader)
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self):
+        for _ in range(2):  # at most one epoch boundary per batch
+            if self._iterator is None:
+                self._start_epoch()
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                if self.position == 0:
+                    break
+                self._iterator, self.epoch, self.position = None, self.epoch + 1, 0
+                continue
+            self.position += 1
+            return batch
+        raise ValueError("the training loader yields no batches (an empty dataset, or drop_last "
+                         "with fewer samples than one batch)")
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "epoch_rng": self._epoch_rng}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where ``state`` left off. The global generator is left as it was before the
+        call (the caller restores the step's RNG state afterwards anyway)."""
+        current = torch.get_rng_state()
+        self.epoch, self.position = int(state["epoch"]), 0
+        if state.get("epoch_rng") is not None and int(state["position"]) > 0:
+            torch.set_rng_state(state["epoch_rng"])
+            self._start_epoch()
+            for _ in range(int(state["position"])):
+                next(self._iterator)
+            self.position = int(state["position"])
+        else:
+            self._iterator = None
+        torch.set_rng_state(current)
 
 
 @dataclass
@@ -123,7 +173,9 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         optimizer: str | torch.optim.Optimizer = "adamw", weight_decay: float = 1e-4,
         schedule: str = "cosine", warmup_steps: int = 0, grad_clip: float | None = None,
         device: torch.device | str | None = None, seed: int | None = 0, log_every: int = 10,
-        progress: bool = True, desc: str = "train", history: History | None = None) -> History:
+        progress: bool = True, desc: str = "train", history: History | None = None,
+        start_step: int = 0, batches: BatchStream | None = None, amp: bool = False,
+        on_step: Callable[[int], None] | None = None) -> History:
     """Train ``model`` for ``steps`` optimizer steps on batches of ``loader`` (cycled).
 
     Args:
@@ -139,6 +191,13 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         log_every: steps per logged interval. Losses are summed on the device and read back once
             per interval, so the loop does not wait for the GPU every step.
         history: continue a previous History (steps keep counting), e.g. after unfreezing.
+        start_step: resume at this step of ``steps`` (the schedule continues where it was); pass
+            the resumed optimizer, ``batches`` and ``history``, and ``seed=None`` after restoring
+            the RNG states (``python -m lessons_pkg.train --resume`` does all of it).
+        batches: the :class:`BatchStream` to draw from (default: a new one over ``loader``).
+        amp: mixed precision on CUDA (``torch.autocast`` in float16 and a ``GradScaler``, whose
+            skipped steps on overflow are normal and not reported); ignored on the CPU.
+        on_step: called with the number of steps done after every step (evaluation, saving).
 
     Returns:
         the History.
@@ -154,6 +213,8 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 <= start_step < steps:
+        raise ValueError(f"start_step must be in 0..{steps - 1}, got {start_step}")
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     device = torch.device(device) if device is not None else default_device()
@@ -164,16 +225,22 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
     if not params:
         raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
     opt = _make_optimizer(optimizer, params, lr, weight_decay)
-    base_lrs = [group["lr"] for group in opt.param_groups]
+    # The schedule scales each group's first learning rate (kept in the optimizer's state, so a
+    # resumed or reused optimizer keeps its base, not the last scheduled value).
+    base_lrs = [group.setdefault("initial_lr", group["lr"]) for group in opt.param_groups]
     history = history if history is not None else History()
-    first_step = history.last_step
+    # step numbers: continuing a History (e.g. after unfreezing) counts on; a resumed run
+    # (start_step > 0) counts as the run it resumes
+    first_step = 0 if start_step > 0 else history.last_step
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     running: dict[str, Tensor] = {}
     interval = 0
-    batches = _forever(loader)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=True)
+    batches = batches if batches is not None else BatchStream(loader)
+    bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, leave=True)
     start = time.perf_counter()
-    for step in range(steps):
+    for step in range(start_step, steps):
         factor = _lr_factor(schedule, step, steps, warmup_steps)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * factor
@@ -181,17 +248,21 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
         _check_batch_images(inputs, first_step + step + 1)
         inputs, targets = move_to((inputs, targets), device)
         buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, to undo a bad step
-        losses = model(inputs, targets)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            losses = model(inputs, targets)
         if not isinstance(losses, dict) or not losses:
             raise TypeError("in train mode the model must return a non-empty dict of named losses "
                             f"(the target contract in the README), got {type(losses).__name__}")
-        total = sum(losses.values())
+        total = sum(v.float() for v in losses.values())
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)  # (a no-op without AMP) the norm below is of the true gradients
         if grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
         else:
             grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if use_amp:  # an overflow is the scaler's business (it skips the step); a NaN loss is not
+            grad_norm = torch.zeros((), device=device)
         if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):  # one scalar read per step
             with torch.no_grad():
                 for saved, b in zip(buffers, model.buffers()):
@@ -206,7 +277,8 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
                 f"gradient norm {float(grad_norm):.4g}); the step was not taken and the model keeps the "
                 "weights of the step before. Lower the learning rate, clip gradients (grad_clip) or check "
                 "the targets of this batch")
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
 
         for name, value in {**losses, "total": total}.items():
             running[name] = running.get(name, 0.0) + value.detach()
@@ -220,6 +292,8 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
             bar.set_postfix(loss=f"{means['total']:.4f}")
             bar.update(interval)
             running, interval = {}, 0
+        if on_step is not None:
+            on_step(step + 1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     history.seconds += time.perf_counter() - start

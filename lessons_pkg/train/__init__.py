@@ -1,0 +1,10 @@
+"""Training: the loop every chapter uses (``fit``, ``evaluate``, ``predict``: :mod:`.loop`), and
+the command that trains any model of the course on any COCO-format data, on one CPU or, under
+``torchrun``, on many processes (``python -m lessons_pkg.train``: :mod:`.__main__`, with
+:mod:`.distributed`).
+"""
+from .loop import (BatchStream, History, _lr_factor, default_device, evaluate, fit, make_loader, move_to, predict,
+                   seed_everything)
+
+__all__ = ["BatchStream", "History", "default_device", "evaluate", "fit", "make_loader", "move_to", "predict",
+           "seed_everything"]

@@ -1,0 +1,163 @@
+"""python -m lessons_pkg.train: one process and torchrun (gloo on the CPU), resume, mixed sizes,
+bad flags and bad data, and DDP's gradient equals one process's on the union batch."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lessons_pkg import checkpoints
+from lessons_pkg.train.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+COCO = ROOT / "data" / "shapes_coco"
+TINY = ["--steps", "4", "--batch-size", "2", "--num-train-images", "8", "--num-val-images", "4", "--quiet"]
+
+
+def torchrun(args, nproc=2, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_one_process_on_the_shapes_data_writes_loadable_files(tmp_path):
+    assert main(["ssd", "--out", str(tmp_path), *TINY]) == 0
+    model, record = checkpoints.load("ssd", tmp_path / "model.pt")
+    assert record["steps"] == 4 and record["world_size"] == 1 and record["classes"] == list(record["classes"])
+    assert record["command"].startswith("python -m lessons_pkg.train ssd --out")
+    assert 0 <= record["val"]["map_50"] <= 1 and record["val"]["num_images"] == 4
+    assert (tmp_path / "last.pt").is_file() and record["images_per_second"] > 0
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 4 and len(state["processes"]) == 1
+
+
+def test_two_processes_under_torchrun_with_gloo(tmp_path):
+    """The issue's own command, on the committed COCO export, then checkpoints.load."""
+    result = torchrun(["-m", "lessons_pkg.train", "ssd", "--images", str(COCO), "--annotations",
+                       str(COCO / "annotations.json"), "--val-images", str(COCO), "--val-annotations",
+                       str(COCO / "annotations.json"), "--steps", "6", "--batch-size", "2", "--out", str(tmp_path),
+                       "--quiet", "--device", "cpu", "--eval-every", "3"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, record = checkpoints.load("ssd", tmp_path / "model.pt")
+    assert record["world_size"] == 2 and record["backend"] == "gloo" and record["num_classes"] == 4
+    assert record["command"].startswith("torchrun --nproc_per_node=2 -m lessons_pkg.train ssd")
+    assert record["val"]["num_images"] == 24 and [e["step"] for e in record["evaluations"]] == [3]
+    assert len(torch.load(tmp_path / "last.pt", weights_only=True)["processes"]) == 2
+    assert result.stdout.count("wrote ") == 1   # rank 0 alone writes and reports
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path):
+    args = ["ssd", *TINY[:-1], "--steps", "6", "--save-every", "3", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--out", str(tmp_path / "split"), "--stop-after", "3"]) == 0
+    assert not (tmp_path / "split" / "model.pt").exists()
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 3
+    assert main([*args, "--out", str(tmp_path / "split"), "--resume"]) == 0
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "model.pt", weights_only=True)
+    for key, value in whole.items():
+        assert torch.equal(value, split[key]), key
+    history = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["history"]
+    assert history["steps"][-1] == 6
+
+
+def mixed_size_coco(tmp_path):
+    """A COCO set whose images come in two sizes."""
+    from lessons_pkg import data
+    root = tmp_path / "mixed"
+    images, annotations = [], []
+    for part, (seed, size) in enumerate(((5, (96, 128)), (6, (128, 112)))):
+        out = tmp_path / f"part{part}"
+        data.export_coco(data.ShapesDataset(4, seed=seed, config=data.ShapesConfig(image_size=size)), out)
+        document = json.loads((out / "annotations.json").read_text())
+        for im in document["images"]:
+            name = f"images/{part}_{Path(im['file_name']).name}"
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes((out / im["file_name"]).read_bytes())
+            images.append({**im, "id": 100 * part + im["id"], "file_name": name})
+        for a in document["annotations"]:
+            annotations.append({**a, "id": len(annotations) + 1, "image_id": 100 * part + a["image_id"]})
+    categories = document["categories"]
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                       "categories": categories}))
+    return root
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("model", ["faster_rcnn", "fcn"])
+def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, model):
+    root = mixed_size_coco(tmp_path)
+    coco = ["--images", str(root), "--annotations", str(root / "annotations.json"),
+            "--val-images", str(root), "--val-annotations", str(root / "annotations.json")]
+    assert main([model, "--out", str(tmp_path / "run"), *coco, "--steps", "2", "--batch-size", "4", "--quiet"]) == 0
+    _, record = checkpoints.load(model, tmp_path / "run" / "model.pt")
+    key = "miou" if model == "fcn" else "map_50"
+    assert record["val"]["num_images"] == 8 and 0 <= record["val"][key] <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ssd", "--out", "{tmp}/a", "--images", str(COCO)], "--images and --annotations go together"),
+    (["ssd", "--out", "{tmp}/a", "--steps", "0"], "argument --steps: expected a whole number >= 1, got 0"),
+    (["ssd", "--out", "{tmp}/a", "--batch-size", "-2"], "argument --batch-size: expected a whole number >= 1, got -2"),
+    (["ssd", "--out", "{tmp}/a", "--resume"], "--resume: .*last.pt does not exist"),
+    (["ssd", "--out", "{tmp}/a", "--images", "{tmp}/nowhere", "--annotations", str(COCO / "annotations.json")],
+     "--images .*nowhere: not a folder"),
+    (["ssd", "--out", "{tmp}/a", "--max-size", "300"], "--max-size needs --min-size"),
+    (["yolo9000", "--out", "{tmp}/a"], "invalid choice: 'yolo9000'"),
+    (["ssd", "--out", "{tmp}/a", "--amp", "--device", "cpu"], "--amp needs a CUDA device"),
+])
+def test_bad_flags_fail_at_once_naming_the_flag(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and time.perf_counter() - start < 5
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not (tmp_path / "a" / "model.pt").exists()
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "model.pt").write_bytes(b"precious")
+    with pytest.raises(SystemExit):
+        main(["ssd", "--out", str(tmp_path), *TINY])
+    assert "holds a run already" in capsys.readouterr().err
+    assert (tmp_path / "model.pt").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("model, mutate, message", [
+    ("ssd", lambda d: d["annotations"][0].update(bbox=[0, 0, -5, 3]), r"annotations\[0\] .* negative size"),
+    ("fcn", lambda d: [a.pop("segmentation") for a in d["annotations"]], "needs a 'segmentation' in every annotation"),
+    ("mask_rcnn", lambda d: [a.pop("segmentation") for a in d["annotations"]], "needs a 'segmentation'"),
+])
+def test_bad_data_fails_before_training_naming_the_file(tmp_path, capsys, model, mutate, message):
+    document = json.loads((COCO / "annotations.json").read_text())
+    mutate(document)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(document))
+    code = main([model, "--out", str(tmp_path / "run"), "--images", str(COCO), "--annotations", str(bad), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and __import__("re").search(message, err) and "bad.json" in err
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
+    """2 processes x 4 images, gradients averaged by DDP, against 1 process x the same 8 images
+    (BatchNorm frozen: in train mode each process would normalize with its own batch's
+    statistics). FCN: its loss is a mean over pixels, so the union's mean is the mean of the
+    two halves'."""
+    result = torchrun([str(ROOT / "tests" / "ddp_step.py"), str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    start = torch.load(tmp_path / "start.pt", weights_only=True)
+    moved = 0
+    for key, value in single.items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-5, msg=key)  # steps are ~0.05: summation order only
+        moved += int(not torch.equal(value, start[key]))
+    assert moved > 10   # the step changed the weights (the comparison is not of two untouched models)
