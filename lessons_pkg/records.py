@@ -55,19 +55,26 @@ def load_weights(path: str | Path, map_location="cpu") -> dict[str, Tensor]:
     return state
 
 
+def read_json(path: Path):
+    """The JSON value in the file at ``path``: ValueError naming the file when it is not UTF-8,
+    not JSON, nested too deep or holds a number too long to read (never a bare decoder error)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    except (RecursionError, ValueError) as error:  # nesting too deep; an integer too long to convert
+        raise ValueError(f"{path}: not readable as JSON ({str(error)[:120]})") from None
+
+
 def load_record(path: str | Path) -> dict:
     """The JSON record beside the weights at ``path`` (``NAME.json`` for ``NAME.pt``);
     FileNotFoundError / ValueError naming the file when it is missing or not a JSON object."""
     record_path = Path(path).with_suffix(".json")
     if not record_path.is_file():
         raise FileNotFoundError(f"checkpoint record not found: {record_path}")
-    try:
-        record = json.loads(record_path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{record_path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{record_path}: not valid JSON (line {error.lineno}, column {error.colno}: "
-                         f"{error.msg})") from None
+    record = read_json(record_path)
     if not isinstance(record, dict):
         raise ValueError(f"{record_path}: a record must be a JSON object, got {type(record).__name__}")
     return record

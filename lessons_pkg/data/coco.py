@@ -24,6 +24,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..records import read_json
 from .dataset import ShapesDataset, apply_transforms
 
 IMAGE_DIR = "images"
@@ -105,14 +106,7 @@ POLYGON_MARGIN = 1.0
 def _load_json(ann_file: Path) -> dict:
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
-    try:
-        document = json.loads(ann_file.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{ann_file}: not UTF-8 text ({e.reason} at byte {e.start}); COCO files are UTF-8 JSON") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{ann_file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except (RecursionError, ValueError) as e:  # nesting too deep; an integer too long to convert
-        raise ValueError(f"{ann_file}: not readable as JSON ({str(e)[:120]})") from None
+    document = read_json(ann_file)
     if not isinstance(document, dict):
         raise ValueError(f"{ann_file}: the top level must be a JSON object, got {type(document).__name__}")
     for key in ("images", "annotations", "categories"):

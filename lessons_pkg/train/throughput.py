@@ -1,0 +1,83 @@
+"""Training throughput with 1 and N processes: ``python -m lessons_pkg.train.throughput``.
+
+    python -m lessons_pkg.train.throughput                     # ssd, 1 and 2 processes, this machine
+    python -m lessons_pkg.train.throughput --processes 1 2 4 --device cuda --out /tmp/t.json
+
+Runs ``python -m lessons_pkg.train`` (under ``torchrun`` for more than one process) for a fixed
+number of steps on the shapes data, each process with ``--batch-size`` images per step, and
+reads the images per second of the training loop from each run's record. On a CPU the machine's
+cores are shared out: every process gets ``cores // processes`` threads, so the runs compare
+the same hardware used two ways. Writes a JSON record (default
+``data/bench/train_throughput.json``, refused if it exists unless ``--overwrite``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..cli import positive_int
+from ..records import PRETRAINED_DIR
+
+DEFAULT_OUT = PRETRAINED_DIR.parent / "bench" / "train_throughput.json"
+
+
+def measure(model: str, processes: int, steps: int, batch_size: int, device: str, threads: int) -> dict:
+    """One run of the command: {"processes", "threads_per_process", "images_per_second", ...}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = ["-m", "lessons_pkg.train", model, "--out", tmp, "--steps", str(steps), "--batch-size",
+                   str(batch_size), "--num-val-images", "1", "--save-every", str(steps), "--quiet",
+                   "--device", device]
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+                    if processes > 1 else [sys.executable])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        result = subprocess.run(launcher + command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(launcher + command)} failed:\n{result.stderr[-3000:]}")
+        record = json.loads((Path(tmp) / "model.json").read_text())
+    return {"processes": processes, "threads_per_process": threads, "images_per_second": record["images_per_second"],
+            "train_seconds": record["train_seconds"], "images": steps * batch_size * processes}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m lessons_pkg.train.throughput", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="ssd")
+    p.add_argument("--processes", type=positive_int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=positive_int, default=40)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step and process")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    if args.out.exists() and not args.overwrite:
+        p.error(f"{args.out} exists; pass --overwrite to replace it")
+    cores = os.cpu_count() or 1
+    if args.device == "cuda" and max(args.processes) > torch.cuda.device_count():
+        p.error(f"--processes {max(args.processes)}: this machine has {torch.cuda.device_count()} GPUs")
+    rows = []
+    for n in args.processes:
+        threads = max(1, cores // n)   # the machine's cores shared out among the processes
+        rows.append(measure(args.model, n, args.steps, args.batch_size, args.device, threads))
+        print(f"{n} process(es) x {threads} thread(s): {rows[-1]['images_per_second']:.1f} images/s", flush=True)
+    for r in rows:
+        r["speedup"] = round(r["images_per_second"] / rows[0]["images_per_second"], 3)
+    record = {"command": "python -m lessons_pkg.train.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "model": args.model, "steps": args.steps, "batch_size_per_process": args.batch_size,
+              "device": args.device, "cpu_cores": cores, "machine": platform.processor() or platform.machine(),
+              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+              "torch": torch.__version__, "runs": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
