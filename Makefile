@@ -34,6 +34,8 @@ execute: setup
 
 book: setup
 	@if [ "$(EXECUTE)" = "1" ]; then $(MAKE) --no-print-directory execute; fi
+	@# myst-nb renders a stored traceback like any output and -W never sees it: refuse first
+	$(PY) tests/notebook_tools.py check
 	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
@@ -47,8 +49,11 @@ data: setup
 	rm -rf data/shapes_coco
 	$(PY) -m lessons_pkg.data export data/shapes_coco --split val --num-images 24
 
+# Speed is measured by benchmarks, never by timed unit tests: the ops against torchvision, and
+# training throughput with 1 and 2 processes (written beside the build, not over the committed record).
 bench: setup
 	$(PY) -m lessons_pkg.bench ops
+	$(PY) -m lessons_pkg.train.throughput --out _build/bench/train_throughput.json --overwrite
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
