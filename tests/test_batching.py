@@ -128,3 +128,26 @@ def test_resize_to_limits_keeps_the_aspect_and_the_boxes():
     torch.testing.assert_close(t["boxes"], target["boxes"] * 0.5, atol=0.6, rtol=0)
     with pytest.raises(ValueError, match="max_size must be an int > min_size"):
         data.resize_to_limits(64, max_size=32)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=4),
+       divisible=st.sampled_from([1, 8, 32]))
+def test_padding_then_restoring_gives_each_image_back(sizes, divisible):
+    images = [torch.rand(3, h, w) for h, w in sizes]
+    targets = [{"semantic": torch.randint(0, 5, (h, w)), "masks": torch.randint(0, 2, (2, h, w), dtype=torch.uint8),
+                "boxes": torch.tensor([[0.0, 0.0, float(w), float(h)], [1.0, 1.0, 2.0 * w, 3.0 * h]])}
+               for h, w in sizes]
+    batch, padded, got = batching.pad_batch(images, targets, divisible)
+    assert got == sizes and batch.shape[-2] % divisible == 0 and batch.shape[-1] % divisible == 0
+    preds = [{"boxes": t["boxes"], "semantic": p["semantic"], "masks": p["masks"],
+              "scores": torch.rand(2)} for t, p in zip(targets, padded)]
+    for image, target, b, p in zip(images, targets, batch, batching.restore_sizes(preds, sizes)):
+        h, w = image.shape[-2:]
+        assert torch.equal(b[:, :h, :w], image)
+        assert torch.equal(p["semantic"], target["semantic"]) and torch.equal(p["masks"], target["masks"])
+        assert (p["boxes"][:, 0::2] <= w).all() and (p["boxes"][:, 1::2] <= h).all() and p["scores"].shape == (2,)

@@ -161,3 +161,19 @@ def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
         torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-5, msg=key)  # steps are ~0.05: summation order only
         moved += int(not torch.equal(value, start[key]))
     assert moved > 10   # the step changed the weights (the comparison is not of two untouched models)
+
+
+@pytest.mark.cuda
+def test_amp_on_cuda_trains_and_records_it(tmp_path):
+    assert main(["ssd", "--out", str(tmp_path), *TINY, "--amp", "--device", "cuda"]) == 0
+    _, record = checkpoints.load("ssd", tmp_path / "model.pt")
+    assert record["amp"] and record["device"].startswith("cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_gpus_under_torchrun_with_nccl(tmp_path):
+    result = torchrun(["-m", "lessons_pkg.train", "mask_rcnn", *TINY, "--out", str(tmp_path), "--device", "cuda"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, record = checkpoints.load("mask_rcnn", tmp_path / "model.pt")
+    assert record["backend"] == "nccl" and record["world_size"] == 2

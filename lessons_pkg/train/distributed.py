@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,9 @@ def wrap(model: nn.Module, context: Context) -> nn.Module:
     model = model.to(context.device)
     if not context.distributed:
         return model
+    # The backbone runs channels-last, so a 1x1 convolution's gradient is laid out unlike DDP's
+    # flat bucket and DDP copies it (and says so once, at length): known, and cheap at this size.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # A detector leaves some parameters out of a step's loss (Mask R-CNN's mask head on a batch
     # without a positive RoI): DDP must then look for them instead of waiting for their gradients.
     if context.device.type == "cuda":
