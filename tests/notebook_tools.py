@@ -19,6 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+STRAY_REPRS = ("Text(", "[<matplotlib", "<matplotlib", "Line2D(", "<Axes", "(<Figure")  # a plot call's return value
 BUDGET_SECONDS = 90  # ARCHITECTURE.md: every notebook executes in at most 90 s on 2 CPU cores
 
 
@@ -103,6 +104,9 @@ def stored_output_problems(path: Path) -> list[str]:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error" and "raises-exception" not in tags:
                 problems.append(f"{path}: code cell {i} stores an error: {output.get('ename')}: {output.get('evalue')}")
+            shown = output.get("data", {}).get("text/plain", "") if output.get("output_type") == "execute_result" else ""
+            if shown.startswith(STRAY_REPRS):
+                problems.append(f"{path}: code cell {i} shows a stray repr {shown[:40]!r} (end the line with ';')")
     return problems
 
 
