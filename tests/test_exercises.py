@@ -183,3 +183,86 @@ def test_check_mask_target(capsys):
 
     assert not exercises.check_mask_target(corners)
     assert "should be" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- stub exercises
+def stub(*args):
+    raise NotImplementedError
+
+
+def test_a_stub_is_reported_not_implemented_yet(capsys):
+    assert not exercises.check_nms(stub)
+    assert "check_nms: not implemented yet" in capsys.readouterr().out
+
+
+def test_check_nms_passes_the_solution_and_fails_planted_mistakes(capsys):
+    from lessons_pkg.boxes import box_iou
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_nms(solutions.nms)
+    assert "all 8 cases pass" in capsys.readouterr().out
+
+    def at_threshold_too(boxes, scores, t):       # >= instead of >
+        order, iou = scores.argsort(descending=True, stable=True), box_iou(boxes, boxes)
+        gone, keep = torch.zeros(len(boxes), dtype=torch.bool), []
+        for i in order.tolist():
+            if not gone[i]:
+                keep.append(i)
+                gone |= iou[i] >= t
+        return torch.tensor(keep, dtype=torch.int64)
+
+    def in_index_order(boxes, scores, t):          # forgets to sort by score
+        iou = box_iou(boxes, boxes)
+        gone, keep = torch.zeros(len(boxes), dtype=torch.bool), []
+        for i in range(len(boxes)):
+            if not gone[i]:
+                keep.append(i)
+                gone |= iou[i] > t
+        return torch.tensor(keep, dtype=torch.int64)
+
+    def suppressed_still_suppress(boxes, scores, t):   # every box suppresses, kept or not
+        order, iou = scores.argsort(descending=True, stable=True), box_iou(boxes, boxes)
+        over = iou > t
+        keep = [i for n, i in enumerate(order.tolist()) if not over[i, order[:n]].any()]
+        return torch.tensor(keep, dtype=torch.int64)
+
+    assert not exercises.check_nms(at_threshold_too)
+    assert "exactly at the threshold" in capsys.readouterr().out
+    assert not exercises.check_nms(in_index_order)
+    assert "best first" in capsys.readouterr().out
+    assert not exercises.check_nms(suppressed_still_suppress)
+    assert "a chain" in capsys.readouterr().out
+
+
+def test_check_roi_pool_box_passes_the_solution_and_fails_planted_mistakes(capsys):
+    import math
+
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_roi_pool_box(solutions.roi_pool_box)
+    assert "all 7 cases pass" in capsys.readouterr().out
+
+    def pool(feature, box, output_size, scale, rounding=solutions._round_half_away, inclusive=1, clip=True):
+        c, h, w = feature.shape
+        ph, pw = output_size
+        x1, y1, x2, y2 = (rounding(v * scale) for v in box.tolist())
+        rw, rh = max(x2 - x1 + inclusive, 1), max(y2 - y1 + inclusive, 1)
+        out = feature.new_zeros(c, ph, pw)
+        for i in range(ph):
+            t, b = math.floor(i * rh / ph) + y1, math.ceil((i + 1) * rh / ph) + y1
+            for j in range(pw):
+                left, r = math.floor(j * rw / pw) + x1, math.ceil((j + 1) * rw / pw) + x1
+                if clip:
+                    t, b, left, r = max(min(t, h), 0), max(min(b, h), 0), max(min(left, w), 0), max(min(r, w), 0)
+                if b > t and r > left:
+                    out[:, i, j] = feature[:, t:b, left:r].amax(dim=(1, 2))
+        return out
+
+    assert exercises.check_roi_pool_box(pool)                                          # the harness itself is right
+    capsys.readouterr()
+    assert not exercises.check_roi_pool_box(lambda *a: pool(*a, rounding=round))       # Python's banker's rounding
+    assert "round half away" in capsys.readouterr().out
+    assert not exercises.check_roi_pool_box(lambda *a: pool(*a, inclusive=0))         # the end pixel left out
+    assert "cases wrong" in capsys.readouterr().out
+    assert not exercises.check_roi_pool_box(lambda *a: pool(*a, clip=False))          # no clipping to the map
+    assert "outside the map" in capsys.readouterr().out

@@ -37,3 +37,39 @@ def check_iou(fn: Callable) -> bool:
                 f"{expected[i, j]:.4f}, got {float(got[i, j]):.4f}")
 
     return check_cases("check_iou", fn, _iou_cases(), boxes.box_iou, mismatch)
+
+
+def _nms_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(7)
+    xy = torch.rand(30, 2, generator=g) * 60
+    random = torch.cat([xy, xy + 8 + torch.rand(30, 2, generator=g) * 25], dim=1)
+    square = torch.tensor([[0.0, 0, 10, 10]])
+    return [
+        ("no boxes", torch.zeros(0, 4), torch.zeros(0), 0.5),
+        ("one box", square, torch.tensor([0.9]), 0.5),
+        ("two disjoint boxes: both kept, best first",
+         torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30]]), torch.tensor([0.3, 0.8]), 0.5),
+        ("an IoU exactly at the threshold survives (only IoU > threshold suppresses)",
+         torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 5]]), torch.tensor([0.9, 0.8]), 0.5),
+        ("a chain: A suppresses B, so B cannot suppress C",
+         torch.tensor([[0.0, 0, 10, 10], [4.0, 0, 14, 10], [8.0, 0, 18, 10]]), torch.tensor([0.9, 0.8, 0.7]), 0.4),
+        ("equal scores: the lower index first",
+         torch.tensor([[0.0, 0, 10, 10], [30.0, 0, 40, 10], [0.0, 1, 10, 11]]), torch.tensor([0.5, 0.5, 0.5]), 0.5),
+        ("30 random boxes, threshold 0.3", random, torch.rand(30, generator=g), 0.3),
+        ("30 random boxes, threshold 0.7", random, torch.rand(30, generator=g), 0.7),
+    ]
+
+
+def check_nms(fn: Callable) -> bool:
+    """Checks ``fn(boxes: Tensor[N, 4], scores: Tensor[N], iou_threshold: float) -> int64
+    Tensor[K]``, greedy non-maximum suppression (the indices kept, best score first), against
+    ``lessons_pkg.ops.nms`` (which equals torchvision's)."""
+    from .. import ops
+
+    def mismatch(got, expected, boxes_, scores, threshold):
+        if torch.equal(got.long(), expected):
+            return None
+        return f"expected the indices {expected.tolist()}, got {got.long().tolist()}"
+
+    return check_cases("check_nms", fn, _nms_cases(), ops.nms, mismatch,
+                       shape_hint=" (one index per kept box)")

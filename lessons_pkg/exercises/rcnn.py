@@ -39,3 +39,37 @@ def check_encode_boxes(fn: Callable) -> bool:
 
     return check_cases("check_encode_boxes", fn, _encode_cases(),
                        lambda gt, proposals: boxes.encode_boxes(gt, proposals, (10.0, 10.0, 5.0, 5.0)), mismatch)
+
+
+def _roi_pool_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(11)
+    feature = torch.randn(3, 16, 16, generator=g)
+    return [
+        ("a box on the feature grid, 2 x 2 bins", feature, torch.tensor([16.0, 16, 63, 63]), (2, 2), 1 / 8),
+        ("a box whose corners round half away from zero (x1 * scale = 2.5 -> 3)",
+         feature, torch.tensor([20.0, 12, 60, 44]), (2, 2), 1 / 8),
+        ("rectangular bins: 2 x 3 over a wide box", feature, torch.tensor([0.0, 8, 120, 40]), (2, 3), 1 / 8),
+        ("more bins than pixels: neighbouring bins share a pixel", feature, torch.tensor([40.0, 40, 55, 55]), (4, 4), 1 / 8),
+        ("a box partly outside the map (clipped)", feature, torch.tensor([100.0, -20, 160, 40]), (2, 2), 1 / 8),
+        ("a box entirely outside the map (every bin empty: 0)", feature, torch.tensor([140.0, 140, 150, 150]), (2, 2), 1 / 8),
+        ("spatial scale 1 (image and map the same size)", feature, torch.tensor([3.0, 1, 12, 9]), (3, 3), 1.0),
+    ]
+
+
+def check_roi_pool_box(fn: Callable) -> bool:
+    """Checks ``fn(feature: Tensor[C, H, W], box: Tensor[4], output_size: (PH, PW),
+    spatial_scale: float) -> Tensor[C, PH, PW]``, RoI Pool of one box, against
+    ``lessons_pkg.ops.roi_pool`` (which equals torchvision's)."""
+    from .. import ops
+
+    def reference(feature, box, output_size, scale):
+        return ops.roi_pool(feature[None], [box[None]], output_size, scale)[0]
+
+    def mismatch(got, expected, feature, box, output_size, scale):
+        if torch.allclose(got.to(expected.dtype), expected):
+            return None
+        c, i, j = (int(v) for v in torch.nonzero(~torch.isclose(got.to(expected.dtype), expected))[0])
+        return f"bin ({i}, {j}) of channel {c} should be {expected[c, i, j]:.4f}, got {float(got[c, i, j]):.4f}"
+
+    return check_cases("check_roi_pool_box", fn, _roi_pool_cases(), reference, mismatch,
+                       shape_hint=" [C, PH, PW]")

@@ -1,0 +1,57 @@
+"""Worked solutions of the exercises where the reader writes a function from a stub.
+
+They are here, not in the chapter, so that a reader who wants to try first does not see them
+while scrolling; each is written the way the chapter teaches it (loops where they make the idea
+plain), not the way the package computes it, and each passes its ``exercises.check_*``
+(tests/test_exercises.py proves it, and that planted wrong versions fail).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..boxes import box_iou
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression: Tensor[N, 4] xyxy, Tensor[N] -> int64 Tensor[K], the
+    indices kept, best score first (equal scores: lower index first)."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    iou = box_iou(boxes, boxes)                       # [N, N], computed once
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= iou[i] > iou_threshold          # only IoU *above* the threshold suppresses
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _round_half_away(x: float) -> int:
+    """C's round(): 2.5 -> 3, -2.5 -> -3 (Python's round would give 2)."""
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+def roi_pool_box(feature: Tensor, box: Tensor, output_size: tuple[int, int], spatial_scale: float) -> Tensor:
+    """RoI Pool of one box: feature Tensor[C, H, W], box Tensor[4] xyxy in image pixels ->
+    Tensor[C, PH, PW], Fast R-CNN's (and torchvision's) rules: the box rounded to feature
+    pixels, both ends included; bins cut with floor/ceil, shifted by the box's corner and
+    clipped to the map; each bin the max of its pixels, an empty bin 0."""
+    channels, height, width = feature.shape
+    ph, pw = output_size
+    x1, y1, x2, y2 = (_round_half_away(v * spatial_scale) for v in box.tolist())
+    roi_w, roi_h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    bin_h, bin_w = roi_h / ph, roi_w / pw
+    out = feature.new_zeros(channels, ph, pw)
+    for i in range(ph):
+        top = min(max(math.floor(i * bin_h) + y1, 0), height)
+        bottom = min(max(math.ceil((i + 1) * bin_h) + y1, 0), height)
+        for j in range(pw):
+            left = min(max(math.floor(j * bin_w) + x1, 0), width)
+            right = min(max(math.ceil((j + 1) * bin_w) + x1, 0), width)
+            if bottom > top and right > left:
+                out[:, i, j] = feature[:, top:bottom, left:right].amax(dim=(1, 2))
+    return out
