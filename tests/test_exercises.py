@@ -266,3 +266,33 @@ def test_check_roi_pool_box_passes_the_solution_and_fails_planted_mistakes(capsy
     assert "cases wrong" in capsys.readouterr().out
     assert not exercises.check_roi_pool_box(lambda *a: pool(*a, clip=False))          # no clipping to the map
     assert "outside the map" in capsys.readouterr().out
+
+
+def test_check_anchor_labels_passes_the_solution_and_fails_planted_mistakes(capsys):
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_anchor_labels(solutions.anchor_labels)
+    assert "all 8 cases pass" in capsys.readouterr().out
+
+    def labels(iou, high, low, low_quality=True, own_best=True, strict_low=True):
+        if iou.shape[0] == 0:
+            return torch.full((iou.shape[1],), -1)
+        best, who = iou.max(dim=0)
+        out = who.clone()
+        out[(best < low) if strict_low else (best <= low)] = -1
+        out[(best >= low) & (best < high) if strict_low else (best > low) & (best < high)] = -2
+        if low_quality:
+            top = iou == iou.max(dim=1, keepdim=True).values
+            top &= iou.max(dim=1, keepdim=True).values > 0
+            for g, a in top.nonzero().tolist():
+                out[a] = who[a] if own_best else g
+        return out
+
+    assert exercises.check_anchor_labels(labels)
+    capsys.readouterr()
+    assert not exercises.check_anchor_labels(lambda i, h, lo: labels(i, h, lo, low_quality=False))
+    assert "only 0.4 still gets it" in capsys.readouterr().out
+    assert not exercises.check_anchor_labels(lambda i, h, lo: labels(i, h, lo, own_best=False))
+    assert "keeps its own best object" in capsys.readouterr().out
+    assert not exercises.check_anchor_labels(lambda i, h, lo: labels(i, h, lo, strict_low=False))
+    assert "exactly at the low threshold" in capsys.readouterr().out

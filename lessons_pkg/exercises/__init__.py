@@ -25,6 +25,7 @@ CHECKERS = {  # checker -> the module (one per chapter) that defines it
     "check_linear_to_conv": "sliding_window",
     "check_encode_boxes": "rcnn",
     "check_roi_pool_box": "rcnn",
+    "check_anchor_labels": "rcnn",
     "check_pareto_front": "speed",
     "check_hard_negatives": "single_shot",
     "check_mask_target": "mask_rcnn",

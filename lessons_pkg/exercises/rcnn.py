@@ -73,3 +73,38 @@ def check_roi_pool_box(fn: Callable) -> bool:
 
     return check_cases("check_roi_pool_box", fn, _roi_pool_cases(), reference, mismatch,
                        shape_hint=" [C, PH, PW]")
+
+
+def _anchor_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(5)
+    return [
+        ("no objects: every anchor is background (a 0 x 4 IoU matrix)", torch.zeros(0, 4), 0.7, 0.3),
+        ("a clear positive, a clear negative, one in between (ignored)",
+         torch.tensor([[0.9, 0.1, 0.5]]), 0.7, 0.3),
+        ("an IoU exactly at the low threshold is ignored, not background", torch.tensor([[0.3, 0.29, 0.8]]), 0.7, 0.3),
+        ("an object whose best anchor reaches only 0.4 still gets it", torch.tensor([[0.4, 0.1, 0.05]]), 0.7, 0.3),
+        ("ties: every anchor at an object's best IoU becomes positive", torch.tensor([[0.5, 0.5, 0.2]]), 0.7, 0.3),
+        ("a promoted anchor keeps its own best object (anchor 0 is object 0's best, but its own best is object 1)",
+         torch.tensor([[0.45, 0.1, 0.0], [0.6, 0.65, 0.1]]), 0.7, 0.3),
+        ("an object that overlaps no anchor is left alone", torch.tensor([[0.0, 0.0, 0.0], [0.8, 0.1, 0.2]]), 0.7, 0.3),
+        ("5 objects, 40 anchors", torch.rand(5, 40, generator=g) ** 3, 0.7, 0.3),
+    ]
+
+
+def check_anchor_labels(fn: Callable) -> bool:
+    """Checks ``fn(iou: Tensor[G, A], high: float, low: float) -> int64 Tensor[A]``, Faster R-CNN's
+    anchor labels (the matched object's index, -1 background, -2 ignored; each object's best
+    anchors positive even below ``high``), against ``lessons_pkg.matching.match_boxes``."""
+    from .. import matching
+
+    def reference(iou, high, low):
+        return matching.match_boxes(iou, high, low, allow_low_quality=True)
+
+    def mismatch(got, expected, iou, high, low):
+        if torch.equal(got.long(), expected):
+            return None
+        a = int((got.long() != expected).nonzero()[0])
+        return f"anchor {a} should be labelled {int(expected[a])}, got {int(got[a])} (-1 background, -2 ignored)"
+
+    return check_cases("check_anchor_labels", fn, _anchor_cases(), reference, mismatch,
+                       shape_hint=" (one label per anchor)")

@@ -55,3 +55,21 @@ def roi_pool_box(feature: Tensor, box: Tensor, output_size: tuple[int, int], spa
             if bottom > top and right > left:
                 out[:, i, j] = feature[:, top:bottom, left:right].amax(dim=(1, 2))
     return out
+
+
+def anchor_labels(iou: Tensor, high: float, low: float) -> Tensor:
+    """Faster R-CNN's anchor labels from the IoU matrix Tensor[G, A]: int64 Tensor[A], the best
+    object's index where its IoU >= high, -1 (background) below low, -2 (ignored) in between;
+    then every object's best anchors (ties included, IoU > 0) become positives, each matched to
+    its own best object."""
+    num_objects, num_anchors = iou.shape
+    if num_objects == 0:
+        return torch.full((num_anchors,), -1, dtype=torch.int64)
+    best_iou, best_object = iou.max(dim=0)                     # per anchor
+    labels = best_object.clone()
+    labels[best_iou < low] = -1
+    labels[(best_iou >= low) & (best_iou < high)] = -2
+    best_per_object = iou.max(dim=1, keepdim=True).values      # [G, 1]
+    promoted = ((iou == best_per_object) & (best_per_object > 0)).any(dim=0)
+    labels[promoted] = best_object[promoted]
+    return labels
