@@ -296,3 +296,29 @@ def test_check_anchor_labels_passes_the_solution_and_fails_planted_mistakes(caps
     assert "keeps its own best object" in capsys.readouterr().out
     assert not exercises.check_anchor_labels(lambda i, h, lo: labels(i, h, lo, strict_low=False))
     assert "exactly at the low threshold" in capsys.readouterr().out
+
+
+def test_check_yolo_targets_passes_the_solution_and_fails_planted_mistakes(capsys):
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_yolo_targets(solutions.yolo_targets)
+    assert "all 7 cases pass" in capsys.readouterr().out
+
+    def first_listed_wins(boxes, labels, grid, image):   # no ordering by area
+        out = solutions.yolo_targets(boxes[:0], labels[:0], grid, image)
+        for n in range(len(boxes) - 1, -1, -1):            # earlier objects overwrite later ones
+            one = solutions.yolo_targets(boxes[n:n + 1], labels[n:n + 1], grid, image)
+            out = torch.where(one[..., 5:6] > 0, one, out)
+        return out
+
+    def plain_sizes(boxes, labels, grid, image):        # w / W instead of its square root
+        out = solutions.yolo_targets(boxes, labels, grid, image)
+        out[..., 2:4] = out[..., 2:4] ** 2
+        return out
+
+    assert not exercises.check_yolo_targets(first_listed_wins)
+    assert "the larger box is kept" in capsys.readouterr().out
+    assert not exercises.check_yolo_targets(plain_sizes)
+    assert "sqrt(w / W)" in capsys.readouterr().out
+    assert not exercises.check_yolo_targets(stub)
+    assert "not implemented yet" in capsys.readouterr().out

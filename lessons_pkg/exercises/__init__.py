@@ -28,6 +28,7 @@ CHECKERS = {  # checker -> the module (one per chapter) that defines it
     "check_anchor_labels": "rcnn",
     "check_pareto_front": "speed",
     "check_hard_negatives": "single_shot",
+    "check_yolo_targets": "single_shot",
     "check_mask_target": "mask_rcnn",
 }
 __all__ = sorted(CHECKERS)

@@ -57,3 +57,49 @@ def check_hard_negatives(fn: Callable) -> bool:
                 f"{int(expected[i].sum())} negatives in that image, got {int(got[i].bool().sum())}")
 
     return check_cases("check_hard_negatives", fn, _cases(), _reference, mismatch)
+
+
+def _yolo_cases() -> list[tuple]:
+    """(name, boxes Tensor[N, 4] xyxy, labels int64[N], grid (S_h, S_w), image (H, W))."""
+    return [
+        ("no objects", torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), (4, 4), (128, 128)),
+        ("one object centred in cell (1, 2)", torch.tensor([[70.0, 40, 90, 56]]), torch.tensor([3]), (4, 4), (128, 128)),
+        ("a centre exactly on a cell border belongs to the cell right of it / below it",
+         torch.tensor([[16.0, 16, 48, 48]]), torch.tensor([1]), (4, 4), (128, 128)),
+        ("two centres in one cell: the larger box is kept",
+         torch.tensor([[2.0, 2, 12, 12], [0.0, 0, 30, 30]]), torch.tensor([1, 2]), (4, 4), (128, 128)),
+        ("two centres in one cell, equal areas: the first listed is kept",
+         torch.tensor([[4.0, 4, 20, 20], [6.0, 6, 22, 22]]), torch.tensor([4, 2]), (4, 4), (128, 128)),
+        ("a non-square grid and image (S_h, S_w) = (2, 3), 96 x 144",
+         torch.tensor([[100.0, 10, 140, 60], [10.0, 50, 40, 90]]), torch.tensor([2, 1]), (2, 3), (96, 144)),
+        ("a box past the image's edge: its centre is clamped into the last cell",
+         torch.tensor([[110.0, 110, 140, 140]]), torch.tensor([1]), (4, 4), (128, 128)),
+    ]
+
+
+def _yolo_reference(boxes, labels, grid_size, image_size) -> torch.Tensor:
+    from ..models import yolo
+    enc = yolo.encode_targets([{"boxes": boxes, "labels": labels}], grid_size, image_size)
+    return torch.cat([enc["target"][0], enc["classes"][0, ..., None].float(),
+                      enc["mask"][0, ..., None].float()], dim=-1)
+
+
+def check_yolo_targets(fn: Callable) -> bool:
+    """Checks ``fn(boxes: Tensor[N, 4], labels: int64 Tensor[N], grid_size: (S_h, S_w),
+    image_size: (H, W)) -> Tensor[S_h, S_w, 6]``, YOLOv1's target grid: in the cell holding an
+    object's centre (x, y, sqrt(w / W), sqrt(h / H), its class index label - 1, 1), where x, y
+    is the centre's offset inside the cell (0..1); in other cells (0, 0, 0, 0, -1, 0). One object
+    per cell: the largest box wins, the first listed on equal areas. Compared with
+    ``lessons_pkg.models.yolo.encode_targets``."""
+    names = ("x", "y", "sqrt(w / W)", "sqrt(h / H)", "class index", "has object")
+
+    def mismatch(got, expected, *args):
+        close = torch.isclose(got.float(), expected, atol=1e-5)
+        if close.all():
+            return None
+        i, j, k = (int(v) for v in torch.nonzero(~close)[0])
+        return (f"cell (row {i}, column {j}): {names[k]} should be {float(expected[i, j, k]):.4f}, "
+                f"got {float(got[i, j, k]):.4f}")
+
+    return check_cases("check_yolo_targets", fn, _yolo_cases(), _yolo_reference, mismatch,
+                       shape_hint=" [S_h, S_w, 6]")

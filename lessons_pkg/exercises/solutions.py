@@ -73,3 +73,23 @@ def anchor_labels(iou: Tensor, high: float, low: float) -> Tensor:
     promoted = ((iou == best_per_object) & (best_per_object > 0)).any(dim=0)
     labels[promoted] = best_object[promoted]
     return labels
+
+
+def yolo_targets(boxes: Tensor, labels: Tensor, grid_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+    """YOLOv1's target grid Tensor[S_h, S_w, 6] of one image: per object cell (x, y, sqrt(w / W),
+    sqrt(h / H), label - 1, 1), elsewhere (0, 0, 0, 0, -1, 0); the largest box wins a cell."""
+    (s_h, s_w), (height, width) = grid_size, image_size
+    grid = torch.zeros(s_h, s_w, 6)
+    grid[..., 4] = -1
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for n in torch.sort(areas, descending=True, stable=True).indices.tolist():   # largest first
+        x1, y1, x2, y2 = boxes[n].tolist()
+        cx, cy = (x1 + x2) / 2 * s_w / width, (y1 + y2) / 2 * s_h / height      # in cells
+        col, row = min(max(math.floor(cx), 0), s_w - 1), min(max(math.floor(cy), 0), s_h - 1)
+        if grid[row, col, 5]:
+            continue                                                            # a larger one is there
+        grid[row, col] = torch.tensor([min(max(cx - col, 0.0), 1.0), min(max(cy - row, 0.0), 1.0),
+                                       math.sqrt(min(max((x2 - x1) / width, 0.0), 1.0)),
+                                       math.sqrt(min(max((y2 - y1) / height, 0.0), 1.0)),
+                                       float(labels[n] - 1), 1.0])
+    return grid
