@@ -1,4 +1,5 @@
 """The exercise checkers accept right answers and point at the first wrong case."""
+import pytest
 import torch
 import torchvision
 
@@ -322,3 +323,12 @@ def test_check_yolo_targets_passes_the_solution_and_fails_planted_mistakes(capsy
     assert "sqrt(w / W)" in capsys.readouterr().out
     assert not exercises.check_yolo_targets(stub)
     assert "not implemented yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checker", sorted(exercises.CHECKERS))
+def test_every_checker_has_a_worked_solution_that_passes(checker, capsys):
+    from lessons_pkg.exercises import solutions
+
+    assert checker in solutions.SOLUTIONS, f"{checker} has no worked solution in exercises.solutions"
+    assert getattr(exercises, checker)(solutions.SOLUTIONS[checker])
+    assert "pass" in capsys.readouterr().out

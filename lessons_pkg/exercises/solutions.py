@@ -93,3 +93,139 @@ def yolo_targets(boxes: Tensor, labels: Tensor, grid_size: tuple[int, int], imag
                                        math.sqrt(min(max((y2 - y1) / height, 0.0), 1.0)),
                                        float(labels[n] - 1), 1.0])
     return grid
+
+
+# ----------------------------------------------------------------------------- the chapters' other exercises
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """uint8/bool Tensor[N, H, W] -> Tensor[N, 4] xyxy in pixel-edge coordinates: a mask's last
+    pixel ends one pixel after its index (torchvision's masks_to_boxes gives the index)."""
+    import torchvision
+
+    if masks.shape[0] == 0:
+        return torch.zeros((0, 4))
+    return torchvision.ops.masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+
+
+def iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise IoU of xyxy boxes: Tensor[N, 4], Tensor[M, 4] -> Tensor[N, M]."""
+    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+def multitask_loss(class_logits: Tensor, pred_boxes: Tensor, labels: Tensor, gt_boxes: Tensor,
+                   box_weight: float) -> dict[str, Tensor]:
+    """Classification & localization's loss: cross-entropy on labels 1..C (logit k is label k + 1)
+    and box_weight x mean(1 - GIoU) of each prediction with its own image's box."""
+    import torch.nn.functional as F
+
+    from ..boxes import generalized_box_iou
+
+    loss_cls = F.cross_entropy(class_logits, labels - 1)
+    giou = generalized_box_iou(pred_boxes, gt_boxes).diagonal()
+    return {"loss_cls": loss_cls, "loss_box": box_weight * (1 - giou).mean()}
+
+
+def linear_to_conv(linear, in_channels: int, kernel_size: int):
+    """The fully connected layer over a flattened (D, k, k) block as a k x k convolution with the
+    same weights (OverFeat's trick)."""
+    from torch import nn
+
+    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size, bias=linear.bias is not None)
+    with torch.no_grad():
+        # Tensor.flatten(1) on [L, D, k, k] orders a block channel first: (D, k, k)
+        conv.weight.copy_(linear.weight.view(linear.out_features, in_channels, kernel_size, kernel_size))
+        if linear.bias is not None:
+            conv.bias.copy_(linear.bias)
+    return conv
+
+
+def encode_boxes(gt: Tensor, proposals: Tensor) -> Tensor:
+    """Fast R-CNN's box deltas of gt relative to proposals (Tensor[K, 4] xyxy each), with the
+    weights (10, 10, 5, 5) of torchvision's box coder."""
+    pw, ph = proposals[:, 2] - proposals[:, 0], proposals[:, 3] - proposals[:, 1]
+    gw, gh = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
+    px, py = proposals[:, 0] + pw / 2, proposals[:, 1] + ph / 2   # centres, not edges
+    gx, gy = gt[:, 0] + gw / 2, gt[:, 1] + gh / 2
+    return torch.stack([10 * (gx - px) / pw, 10 * (gy - py) / ph, 5 * torch.log(gw / pw),
+                        5 * torch.log(gh / ph)], dim=1)
+
+
+def hard_negatives(ce: Tensor, positive: Tensor, ratio: int) -> Tensor:
+    """SSD's hard negatives: per image, the ratio x P negatives of highest loss (bool [B, D])."""
+    ce = ce.masked_fill(positive, -float("inf"))   # a positive must not take a negative's place
+    rank = ce.argsort(dim=1, descending=True).argsort(dim=1)
+    return (rank < ratio * positive.sum(dim=1, keepdim=True)) & ~positive
+
+
+def pareto_front(ms: Tensor, accuracy: Tensor) -> Tensor:
+    """bool Tensor[N]: True for the detectors no other is at least as fast and as accurate as,
+    and strictly better in one."""
+    no_worse = (ms[None, :] <= ms[:, None]) & (accuracy[None, :] >= accuracy[:, None])
+    strictly = (ms[None, :] < ms[:, None]) | (accuracy[None, :] > accuracy[:, None])
+    return ~(no_worse & strictly).any(dim=1)   # ties on one axis count too
+
+
+def mask_target(mask: Tensor, box: Tensor, size: int) -> Tensor:
+    """Mask R-CNN's mask target: the image-size mask Tensor[H, W] sampled bilinearly at the
+    centres of a size x size grid over the box -> Tensor[size, size]."""
+    import torch.nn.functional as F
+
+    height, width = mask.shape
+    x1, y1, x2, y2 = box.tolist()
+    t = (torch.arange(size) + 0.5) / size
+    xs, ys = x1 + t * (x2 - x1), y1 + t * (y2 - y1)
+    # align_corners=False: -1 and 1 are the outer *edges* of the image (pixel-edge coordinates)
+    gx, gy = 2 * xs / width - 1, 2 * ys / height - 1
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+    return F.grid_sample(mask[None, None].float(), grid, align_corners=False)[0, 0]
+
+
+def miou(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Mean IoU over the classes present in the prediction or the target."""
+    ious = []
+    for k in range(num_classes):
+        inter = ((pred == k) & (target == k)).sum()
+        union = ((pred == k) | (target == k)).sum()
+        if union > 0:  # a class in neither map is left out, not scored 0
+            ious.append(inter / union)
+    return torch.stack(ious).float().mean()
+
+
+def conv_transpose1d(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    """Transposed convolution as scatter-add: each input value adds a scaled copy of the kernel
+    at stride steps. x Tensor[B, Cin, L], weight Tensor[Cin, Cout, k] -> Tensor[B, Cout, (L - 1) s + k]."""
+    b, _, length = x.shape
+    cout, k = weight.shape[1], weight.shape[2]
+    out = x.new_zeros(b, cout, (length - 1) * stride + k)
+    for i in range(length):
+        copy = torch.einsum("bc,cok->bok", x[:, :, i], weight)
+        out[:, :, i * stride:i * stride + k] += copy            # overlapping copies add up
+    return out
+
+
+def upsample2(x: Tensor) -> Tensor:
+    """Bilinear upsampling by 2 with align_corners=False (PyTorch's default): Tensor[B, C, H, W]
+    -> Tensor[B, C, 2H, 2W]."""
+    def coords(n):
+        src = ((torch.arange(2 * n, dtype=torch.float32) + 0.5) / 2 - 0.5).clamp(min=0)  # not row -1
+        lo = src.floor().long()
+        return lo, (lo + 1).clamp(max=n - 1), src - lo
+
+    (y0, y1, wy), (x0, x1, wx) = coords(x.shape[-2]), coords(x.shape[-1])
+    rows = x[..., y0, :] * (1 - wy)[:, None] + x[..., y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+
+
+SOLUTIONS = {  # checker -> its worked solution
+    "check_masks_to_boxes": masks_to_boxes, "check_iou": iou, "check_nms": nms,
+    "check_multitask_loss": multitask_loss, "check_linear_to_conv": linear_to_conv,
+    "check_encode_boxes": encode_boxes, "check_roi_pool_box": roi_pool_box,
+    "check_anchor_labels": anchor_labels, "check_hard_negatives": hard_negatives,
+    "check_yolo_targets": yolo_targets, "check_pareto_front": pareto_front,
+    "check_mask_target": mask_target, "check_miou": miou, "check_conv_transpose1d": conv_transpose1d,
+    "check_bilinear_upsample": upsample2,
+}
