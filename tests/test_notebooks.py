@@ -36,11 +36,16 @@ def test_notebook_rules(notebook):
 
 def test_stored_output_check_catches_problems(tmp_path, monkeypatch):
     import notebook_tools
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0"), nbformat.v4.new_code_cell("x = 1")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0"), nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("plt.title('t')")])
     nb.cells[0].execution_count = 1
     nb.cells[0].outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero")]
+    nb.cells[2].execution_count = 2
+    nb.cells[2].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "Text(0.5, 1.0, 't')"},
+                                                  execution_count=2)]
     nbformat.write(nb, tmp_path / "nb.ipynb")
     monkeypatch.setattr(notebook_tools, "ROOT", tmp_path)
     problems = notebook_tools.stored_output_problems(Path("nb.ipynb"))
     assert any("stores an error: ZeroDivisionError" in p for p in problems)
     assert any("cell 1 has no stored output" in p for p in problems)
+    assert any("cell 2 shows a stray repr" in p for p in problems)
