@@ -92,5 +92,5 @@ def test_one_place_normalizes_and_every_model_checks_its_batch_in_one_place():
             assert "prepare_batch(" in match.group(0), f"{path.name}: a forward(images, ...) without prepare_batch"
             forwards += 1
     # Localizer, SlidingWindowDetector, the proposal detectors (R-CNN, Fast R-CNN), FasterRCNN
-    # (and MaskRCNN, which inherits it), YOLO, SSD, SegmentationModel (the FCNs), SSDLite.
-    assert forwards == 8
+    # (and MaskRCNN, which inherits it), YOLO, SSD, CenterNet, SegmentationModel (the FCNs), SSDLite.
+    assert forwards == 9
