@@ -177,3 +177,18 @@ def test_two_gpus_under_torchrun_with_nccl(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     _, record = checkpoints.load("mask_rcnn", tmp_path / "model.pt")
     assert record["backend"] == "nccl" and record["world_size"] == 2
+
+
+def test_throughput_benchmark_writes_its_record_and_keeps_an_existing_one(tmp_path, capsys):
+    """A smoke test of the benchmark (tiny runs; the numbers are its business, not a test's)."""
+    from lessons_pkg.train import throughput
+
+    out = tmp_path / "t.json"
+    record = throughput.main(["--steps", "2", "--batch-size", "1", "--device", "cpu", "--out", str(out)])
+    assert [(r["processes"], r["threads_per_process"]) for r in record["runs"]][:2] == [(1, 1), (1, os.cpu_count())] \
+        or os.cpu_count() == 1
+    assert all(r["images_per_second"] > 0 for r in record["runs"]) and record["runs"][0]["speedup"] == 1
+    assert json.loads(out.read_text()) == record
+    with pytest.raises(SystemExit):
+        throughput.main(["--out", str(out)])
+    assert "exists; pass --overwrite" in capsys.readouterr().err

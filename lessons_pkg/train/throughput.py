@@ -5,9 +5,10 @@
 
 Runs ``python -m lessons_pkg.train`` (under ``torchrun`` for more than one process) for a fixed
 number of steps on the shapes data, each process with ``--batch-size`` images per step, and
-reads the images per second of the training loop from each run's record. On a CPU the machine's
-cores are shared out: every process gets ``cores // processes`` threads, so the runs compare
-the same hardware used two ways. Writes a JSON record (default
+reads the images per second of the training loop from each run's record. The machine's cores
+are shared out: every process gets ``cores // processes`` threads, so the runs compare the same
+hardware used two ways; a run of one process on one thread comes first, and every speed-up is
+relative to it. Writes a JSON record (default
 ``data/bench/train_throughput.json``, refused if it exists unless ``--overwrite``).
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m lessons_pkg.train.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="ssd")
     p.add_argument("--processes", type=positive_int, nargs="+", default=[1, 2])
-    p.add_argument("--steps", type=positive_int, default=40)
+    p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per step and process")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -61,9 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
     cores = os.cpu_count() or 1
     if args.device == "cuda" and max(args.processes) > torch.cuda.device_count():
         p.error(f"--processes {max(args.processes)}: this machine has {torch.cuda.device_count()} GPUs")
+    # One process on one thread first: the unit the speed-ups are measured in, so that the
+    # gain of threads inside one process and of processes side by side can be told apart.
+    settings = [(1, 1)] + [(n, max(1, cores // n)) for n in args.processes if (n, max(1, cores // n)) != (1, 1)]
     rows = []
-    for n in args.processes:
-        threads = max(1, cores // n)   # the machine's cores shared out among the processes
+    for n, threads in settings:    # the machine's cores shared out among the processes
         rows.append(measure(args.model, n, args.steps, args.batch_size, args.device, threads))
         print(f"{n} process(es) x {threads} thread(s): {rows[-1]['images_per_second']:.1f} images/s", flush=True)
     for r in rows:
