@@ -52,8 +52,9 @@ def test_two_processes_under_torchrun_with_gloo(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path):
-    args = ["ssd", *TINY[:-1], "--steps", "6", "--save-every", "3", "--quiet"]
+@pytest.mark.parametrize("model", ["ssd", "sliding_window"])   # the second owns a generator of its own
+def test_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path, model):
+    args = [model, *TINY[:-1], "--steps", "6", "--save-every", "3", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     assert main([*args, "--out", str(tmp_path / "split"), "--stop-after", "3"]) == 0
     assert not (tmp_path / "split" / "model.pt").exists()

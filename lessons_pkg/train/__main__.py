@@ -232,11 +232,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def model_generators(model) -> dict:
+    """The random generators a model owns (e.g. the sliding-window detector's window sampler,
+    ``module.generator``), by module name: their states belong to a resumable run too."""
+    return {name: module.generator for name, module in distributed.unwrap(model).named_modules()
+            if isinstance(getattr(module, "generator", None), torch.Generator)}
+
+
 def save_last(path: Path, model, optimizer, step: int, history: History, batches: BatchStream, meta: dict,
               context: distributed.Context) -> None:
-    """Write ``last.pt`` (rank 0; every process's RNG state is gathered into it). Written to a
-    temporary file and renamed: an interrupted save leaves the previous one whole."""
-    states = distributed.all_gather({"rng": rng_state(), "stream": batches.state_dict()}, context)
+    """Write ``last.pt`` (rank 0; every process's RNG states, its own and its model's generators,
+    are gathered into it). Written to a temporary file and renamed: an interrupted save leaves
+    the previous one whole."""
+    generators = {name: g.get_state() for name, g in model_generators(model).items()}
+    states = distributed.all_gather({"rng": rng_state(), "stream": batches.state_dict(),
+                                     "generators": generators}, context)
     if not context.is_main:
         return
     state = {"meta": meta, "step": step, "model": distributed.unwrap(model).state_dict(),
@@ -298,6 +308,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict | None:
         mine = state["processes"][context.rank]
         batches.load_state_dict(mine["stream"])
         set_rng_state(mine["rng"])
+        for name, generator in model_generators(model).items():
+            generator.set_state(mine["generators"][name])
         if start_step >= steps:
             raise ValueError(f"--resume: {out / 'last.pt'} is at step {start_step}, the run has {steps} steps")
 
