@@ -1,7 +1,6 @@
 """COCO format both ways: export, read through pycocotools, the committed copy, bad files."""
 import filecmp
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

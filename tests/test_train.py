@@ -1,5 +1,4 @@
 """The fit/evaluate loop: the loss contract, schedules, the non-finite guard, devices."""
-import math
 
 import pytest
 import torch

@@ -3,6 +3,7 @@ the command that trains any model of the course on any COCO-format data, on one 
 ``torchrun``, on many processes (``python -m lessons_pkg.train``: :mod:`.__main__`, with
 :mod:`.distributed`).
 """
+# _lr_factor is private, imported here for its tests (train._lr_factor)
 from .loop import (BatchStream, History, _lr_factor, default_device, evaluate, fit, make_loader, move_to, predict,
                    seed_everything)
 

@@ -31,7 +31,6 @@ import os
 import random
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
