@@ -32,7 +32,7 @@ from torch import nn
 from . import metrics, records, train
 from .cli import positive_int
 from .data import make_split
-from .models import faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
+from .models import centernet, faster_rcnn, fcn, mask_rcnn, rcnn, reference, sliding_window, ssd, yolo
 
 VAL_IMAGES = 64     # the validation images that development looked at
 TEST_IMAGES = 300   # the test images that no choice looked at: headline numbers and quality bars
@@ -61,11 +61,12 @@ class Recipe:
     crop_size: int | None = None  # train on random square crops of this side (segmentation)
     pretrained: bool = False  # start the backbone from data/pretrained/backbone.pt
     proposals: bool = False  # the model reads selective-search proposals (rcnn.WithProposals), train and val
+    curve_every: int = 250  # the test-split quality is recorded every this many steps (the time-to-quality curve)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name in ("steps", "num_train_images", "batch_size"):
+        for name in ("steps", "num_train_images", "batch_size", "curve_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -86,7 +87,7 @@ class Recipe:
 # (python -m lessons_pkg.pretrain); each checkpoint holds the whole network, so loading it
 # needs no other file. The detectors share one budget: 1500 steps of 8 images.
 RECIPES: dict[str, Recipe] = {
-    "sliding_window": Recipe(sliding_window.SlidingWindowDetector, steps=4000),
+    "sliding_window": Recipe(sliding_window.SlidingWindowDetector, steps=4000, curve_every=1000),
     "fcn": Recipe(fcn.BackboneFCN, {"upsampling": "bilinear"}, num_train_images=2000, batch_size=32,
                   warmup_steps=20, task="segmentation", crop_size=64, pretrained=True),
     # The FCN of Long et al. (scores fused by addition) at two depths of fusion, beside "fcn"
@@ -98,8 +99,10 @@ RECIPES: dict[str, Recipe] = {
     "faster_rcnn": Recipe(faster_rcnn.FasterRCNN, pretrained=True),
     # R-CNN and Fast R-CNN read selective-search proposals, computed once per image (0.1 s each):
     # fewer training images, the same number of steps as Faster R-CNN.
-    "fast_rcnn": Recipe(rcnn.FastRCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True),
-    "rcnn": Recipe(rcnn.RCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True),
+    # (Their evaluation is the slowest, R-CNN's most of all: a curve point every 500 steps.)
+    "fast_rcnn": Recipe(rcnn.FastRCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True,
+                        curve_every=500),
+    "rcnn": Recipe(rcnn.RCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True, curve_every=500),
     # Fast R-CNN with RoI Align instead of RoI Pool, nothing else changed: the step from Fast to
     # Faster R-CNN then separates "proposals from the RPN" from "Align instead of Pool".
     "fast_rcnn_align": Recipe(rcnn.FastRCNN, {"pool": "roi_align"}, num_train_images=500, lr=1e-3, pretrained=True,
@@ -107,9 +110,13 @@ RECIPES: dict[str, Recipe] = {
     # The single-shot detectors. SSD's two variants change only how the background default
     # boxes enter the classification loss.
     "yolo": Recipe(yolo.YOLO, pretrained=True),
-    "ssd": Recipe(ssd.SSD, pretrained=True),
+    "ssd": Recipe(ssd.SSD, pretrained=True, curve_every=150),
     "ssd_focal": Recipe(ssd.SSD, {"negatives": "focal"}, pretrained=True),
     "ssd_random": Recipe(ssd.SSD, {"negatives": "random"}, pretrained=True),
+    # The anchor-free detector (CenterNet) on a budget of about one minute on 2 CPU cores: its
+    # heads work on the stride-4 map, so they are 32 channels wide (64 cost 1.6x the time per step).
+    "centernet": Recipe(centernet.CenterNet, {"channels": 32}, steps=900, warmup_steps=20, pretrained=True,
+                        curve_every=150),
     # Mask R-CNN and its two ablations (RoI Pool instead of RoI Align; one mask per RoI instead
     # of one per class).
     "mask_rcnn": Recipe(mask_rcnn.MaskRCNN, pretrained=True, task="instance"),
@@ -120,13 +127,22 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def split_map(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGES, config: str = "default",
-              device: torch.device | str = "cpu", proposals: bool = False, iou_type: str = "bbox") -> dict:
-    """COCO mAP (all of :data:`metrics.SUMMARY_KEYS`) on the first ``num_images`` images of
-    ``split`` (with ``proposals``, each image's selective-search proposals in its target).
-    ``iou_type`` "bbox", "segm" (masks), or "both": {"bbox": ..., "segm": ...} from one pass."""
+def evaluation_set(split: str, num_images: int, config: str = "default", proposals: bool = False):
+    """The first ``num_images`` images of ``split`` (with ``proposals``, each image's
+    selective-search proposals in its target, computed once and kept)."""
     dataset = make_split(split, num_images, config)
-    loader = train.make_loader(rcnn.WithProposals(dataset) if proposals else dataset, batch_size=16, shuffle=False)
+    return rcnn.WithProposals(dataset) if proposals else dataset
+
+
+def split_map(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGES, config: str = "default",
+              device: torch.device | str = "cpu", proposals: bool = False, iou_type: str = "bbox",
+              dataset=None) -> dict:
+    """COCO mAP (all of :data:`metrics.SUMMARY_KEYS`) on the first ``num_images`` images of
+    ``split`` (with ``proposals``, each image's selective-search proposals in its target), or
+    on ``dataset`` when given (an :func:`evaluation_set` kept between calls).
+    ``iou_type`` "bbox", "segm" (masks), or "both": {"bbox": ..., "segm": ...} from one pass."""
+    dataset = evaluation_set(split, num_images, config, proposals) if dataset is None else dataset
+    loader = train.make_loader(dataset, batch_size=16, shuffle=False)
     if iou_type == "both":
         preds, targets = train.evaluate(model, loader, device=device)
         return {kind: metrics.mean_average_precision(preds, targets, iou_type=kind) for kind in ("bbox", "segm")}
@@ -135,29 +151,80 @@ def split_map(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGES
 
 
 def split_miou(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGES, config: str = "default",
-               device: torch.device | str = "cpu") -> dict:
+               device: torch.device | str = "cpu", dataset=None) -> dict:
     """{"miou", "pixel_accuracy", "iou_per_class"} of a segmentation model on the first
-    ``num_images`` images of ``split`` (one confusion matrix over all their pixels)."""
-    loader = train.make_loader(make_split(split, num_images, config), batch_size=16, shuffle=False)
+    ``num_images`` images of ``split`` (one confusion matrix over all their pixels), or on
+    ``dataset`` when given."""
+    dataset = make_split(split, num_images, config) if dataset is None else dataset
+    loader = train.make_loader(dataset, batch_size=16, shuffle=False)
     return train.evaluate(model, loader, device=device, metric=metrics.segmentation_metrics)
 
 
 def split_record(task: str, model: nn.Module, split: str, num_images: int, config: str = "default",
-                 proposals: bool = False) -> dict:
+                 proposals: bool = False, dataset=None) -> dict:
     """The scores a checkpoint's record keeps for one split (and its test recomputes):
     {"split", "num_images", "config", and mIoU or COCO mAP (box mAP, and mask mAP under "segm"
-    for instance segmentation)}."""
+    for instance segmentation)}. ``dataset``: that split's :func:`evaluation_set`, when kept."""
     out = {"split": split, "num_images": num_images, "config": config}
     if task == "segmentation":
-        r = split_miou(model, split, num_images, config)
+        r = split_miou(model, split, num_images, config, dataset=dataset)
         return {**out, "miou": round(r["miou"], 6), "pixel_accuracy": round(r["pixel_accuracy"], 6),
                 "iou_per_class": [round(float(v), 6) for v in r["iou_per_class"]]}
     if task == "instance":   # box mAP at the top level (as for every detector), mask mAP under "segm"
-        r = split_map(model, split, num_images, config, proposals=proposals, iou_type="both")
+        r = split_map(model, split, num_images, config, proposals=proposals, iou_type="both", dataset=dataset)
         return {**out, **{k: round(float(r["bbox"][k]), 6) for k in metrics.SUMMARY_KEYS},
                 "segm": {k: round(float(r["segm"][k]), 6) for k in metrics.SUMMARY_KEYS}}
-    r = split_map(model, split, num_images, config, proposals=proposals)
+    r = split_map(model, split, num_images, config, proposals=proposals, dataset=dataset)
     return {**out, **{k: round(float(r[k]), 6) for k in metrics.SUMMARY_KEYS}}
+
+
+def curve_point(task: str, split_scores: dict) -> dict:
+    """The few numbers a point of the time-to-quality curve keeps from :func:`split_record`:
+    mAP@0.5 and mAP (box; and the mask's for instance segmentation) or mIoU."""
+    if task == "segmentation":
+        return {"miou": split_scores["miou"]}
+    point = {"map_50": split_scores["map_50"], "map": split_scores["map"]}
+    if task == "instance":
+        point.update(mask_map_50=split_scores["segm"]["map_50"], mask_map=split_scores["segm"]["map"])
+    return point
+
+
+class QualityCurve:
+    """Records a training's test-split quality every ``recipe.curve_every`` steps, against the
+    seconds spent training so far (the evaluations' own time left out), for ``fit``'s ``on_step``.
+
+    The evaluation leaves the training as it would have been without it: the model's mode is
+    restored by ``train.evaluate``, and every random state (Python, NumPy, torch) is put back, so
+    a run with a curve trains the same weights as one without.
+    """
+
+    def __init__(self, recipe: Recipe, model: nn.Module, steps: int):
+        self.recipe, self.model, self.steps = recipe, model, steps
+        self.dataset = evaluation_set("test", TEST_IMAGES, recipe.config, recipe.proposals)
+        self.points: list[dict] = []
+        self.eval_seconds = 0.0
+        self.start = time.perf_counter()
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def on_step(self, done: int) -> None:
+        if done % self.recipe.curve_every or done >= self.steps:  # the last point is the saved weights'
+            return
+        seconds = self.training_seconds()
+        began = time.perf_counter()
+        from .train.__main__ import rng_state, set_rng_state
+        state = rng_state()
+        scored = split_record(self.recipe.task, self.model, "test", TEST_IMAGES, self.recipe.config,
+                              self.recipe.proposals, dataset=self.dataset)
+        set_rng_state(state)
+        self.points.append({"step": done, "seconds": round(seconds, 1), **curve_point(self.recipe.task, scored)})
+        self.eval_seconds += time.perf_counter() - began
+
+    def finish(self, test_scores: dict, train_seconds: float) -> list[dict]:
+        """The points, the last one the final weights' ``test_scores`` at ``train_seconds``."""
+        last = {"step": self.steps, "seconds": round(train_seconds, 1), **curve_point(self.recipe.task, test_scores)}
+        return [*self.points, last]
 
 
 def scores(recipe: Recipe, model: nn.Module) -> dict:
@@ -180,9 +247,16 @@ def command_line(name: str, out: Path, steps: int, seed: int) -> str:
 
 
 def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None = None, seed: int | None = None,
-                    overwrite: bool = False) -> dict:
+                    overwrite: bool = False, curve_only: bool = False) -> dict:
     """Train recipe ``name`` (its steps and seed unless given), write ``out`` (default: the
-    committed ``data/pretrained/NAME.pt``) in float16 and its record beside it; returns the record."""
+    committed ``data/pretrained/NAME.pt``) in float16 and its record beside it; returns the record.
+
+    The record keeps the time-to-quality ``"curve"`` (:class:`QualityCurve`): the test-split
+    quality every ``curve_every`` steps against the training seconds, the last point the saved
+    weights' own test scores. With ``curve_only`` the recipe is trained the same way but no
+    weights are written: only the existing record's ``"curve"`` is replaced (``--curve``, for a
+    checkpoint made before records kept curves).
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[name]
@@ -190,7 +264,14 @@ def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None 
     seed = recipe.seed if seed is None else seed
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    out = records.check_writable(records.default_path(name) if out is None else out, overwrite)
+    out = records.default_path(name) if out is None else Path(out)
+    if curve_only:
+        existing = records.load_record(out)   # a clear error when there is no record to add to
+        if (existing["steps"], existing["seed"]) != (steps, seed):
+            raise ValueError(f"{out.with_suffix('.json')} was trained for {existing['steps']} steps with seed "
+                             f"{existing['seed']}; its curve must come from the same run, not {steps} and {seed}")
+    else:
+        out = records.check_writable(out, overwrite)
     # The data, model and loader of python -m lessons_pkg.train on the shapes data, one process:
     # the committed checkpoints and a user's runs are trained the same way.
     from .train.__main__ import make_train_loader, shapes_training_set
@@ -205,13 +286,29 @@ def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None 
         dataset[i]
     render_seconds = time.perf_counter() - start
     loader = make_train_loader(dataset, recipe.batch_size, seed, Context(), workers=0)
+    curve = QualityCurve(recipe, model, steps)
     history = train.fit(model, loader, steps=steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
-                        seed=seed, log_every=50, desc=name)
+                        seed=seed, log_every=50, desc=name, on_step=curve.on_step)
+    train_seconds = history.seconds - curve.eval_seconds
+    if curve_only:
+        model = model.cpu().eval()
+        model.load_state_dict(records.cast_state(model.state_dict(), records.DTYPES[existing["dtype"]]))
+        test = split_record(recipe.task, model, "test", TEST_IMAGES, recipe.config, recipe.proposals,
+                            dataset=curve.dataset)
+        existing["curve"] = curve.finish(test, train_seconds)
+        existing["curve_made_by"] = (f"{command_line(name, out, steps, seed)} --curve: the recipe trained again "
+                                     f"with torch {torch.__version__} ({torch.get_num_threads()} threads), no "
+                                     "weights written; its last point scores that run's weights")
+        records.write_record(out, existing)
+        return existing
     record = {"command": command_line(name, out, steps, seed), "recipe": name, **recipe.settings(),
               "steps": steps, "seed": seed, "final_loss": round(history.final(), 5),
-              "train_seconds": round(history.seconds, 1), "render_seconds": round(render_seconds, 1)}
-
-    return records.save_checkpoint(model, out, record, dtype="float16", scores=lambda saved: scores(recipe, saved))
+              "train_seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
+              "threads": torch.get_num_threads()}
+    record = records.save_checkpoint(model, out, record, dtype="float16", scores=lambda saved: scores(recipe, saved))
+    record["curve"] = curve.finish(record["test"], train_seconds)
+    records.write_record(out, record)
+    return record
 
 
 def rescore(name: str, path: str | Path | None = None) -> dict:
@@ -255,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--rescore", action="store_true",
                    help="no training: recompute the val and test scores of the checkpoint into its record")
+    p.add_argument("--curve", action="store_true",
+                   help="train the recipe again without writing weights and put its time-to-quality curve "
+                        "into the existing record")
     return p
 
 
@@ -265,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rescore(args.recipe, args.out), indent=2))
         return 0
     try:
-        record = make_checkpoint(args.recipe, args.out, args.steps, args.seed, args.overwrite)
+        record = make_checkpoint(args.recipe, args.out, args.steps, args.seed, args.overwrite, curve_only=args.curve)
     except FileExistsError as error:
         p.error(str(error))
     print(json.dumps(record, indent=2))

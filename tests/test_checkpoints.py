@@ -161,3 +161,51 @@ def test_rescore_rewrites_the_scores_and_leaves_the_weights(tmp_path, monkeypatc
     assert record["val"]["num_images"] == 4 and record["test"]["num_images"] == 4
     assert record["command"] == json.loads(COMMITTED["sliding_window"].with_suffix(".json").read_text())["command"]
     assert (tmp_path / "sw.pt").read_bytes() == weights
+
+
+def _small_recipe(monkeypatch, name: str, **changes) -> None:
+    recipe = checkpoints.RECIPES[name]
+    monkeypatch.setitem(checkpoints.RECIPES, name, dataclasses.replace(recipe, num_train_images=8, **changes))
+    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
+    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+
+
+def test_the_record_keeps_a_time_to_quality_curve_and_the_curve_does_not_change_the_training(tmp_path, monkeypatch):
+    """Every curve_every steps the test-split mAP and the training seconds so far; the last point
+    is the saved weights' test score. Evaluating in the middle of a training must not change what
+    it trains (Faster R-CNN samples its RoIs from the global generator, which a DataLoader over
+    the test images draws from): the weights equal those of a run without intermediate points."""
+    _small_recipe(monkeypatch, "faster_rcnn", curve_every=1)
+    out = tmp_path / "with_curve.pt"
+    record = checkpoints.make_checkpoint("faster_rcnn", out, steps=3)
+    curve = record["curve"]
+    assert [p["step"] for p in curve] == [1, 2, 3]
+    assert all(set(p) == {"step", "seconds", "map_50", "map"} for p in curve)
+    assert 0 < curve[0]["seconds"] < curve[1]["seconds"] < curve[2]["seconds"]
+    assert curve[2]["seconds"] == record["train_seconds"]
+    assert curve[2]["map_50"] == record["test"]["map_50"] and curve[2]["map"] == record["test"]["map"]
+    assert json.loads(out.with_suffix(".json").read_text())["curve"] == curve
+
+    _small_recipe(monkeypatch, "faster_rcnn", curve_every=100)
+    plain = tmp_path / "without.pt"
+    assert [p["step"] for p in checkpoints.make_checkpoint("faster_rcnn", plain, steps=3)["curve"]] == [3]
+    a, b = torch.load(out, weights_only=True), torch.load(plain, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_curve_only_retrains_and_fills_the_existing_record_without_touching_the_weights(tmp_path, monkeypatch):
+    _small_recipe(monkeypatch, "ssd", curve_every=2)
+    out = tmp_path / "ssd.pt"
+    record = checkpoints.make_checkpoint("ssd", out, steps=4)
+    weights = out.read_bytes()
+    del record["curve"]
+    records.write_record(out, record)
+    assert checkpoints.main(["ssd", "--out", str(out), "--steps", "4", "--curve"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert out.read_bytes() == weights
+    assert [p["step"] for p in again["curve"]] == [2, 4] and "--curve" in again["curve_made_by"]
+    assert again["curve"][-1]["map_50"] == pytest.approx(record["test"]["map_50"], abs=1e-6)  # the same run
+    with pytest.raises(ValueError, match="trained for 4 steps"):
+        checkpoints.make_checkpoint("ssd", out, steps=5, curve_only=True)
+    with pytest.raises(FileNotFoundError):
+        checkpoints.make_checkpoint("ssd", tmp_path / "none.pt", steps=4, curve_only=True)

@@ -332,3 +332,60 @@ def test_every_checker_has_a_worked_solution_that_passes(checker, capsys):
     assert checker in solutions.SOLUTIONS, f"{checker} has no worked solution in exercises.solutions"
     assert getattr(exercises, checker)(solutions.SOLUTIONS[checker])
     assert "pass" in capsys.readouterr().out
+
+
+def test_check_centernet_heatmap_passes_the_solution_and_fails_planted_mistakes(capsys):
+    import math
+
+    from lessons_pkg.exercises import solutions
+    from lessons_pkg.models.centernet import centernet_radius
+
+    assert exercises.check_centernet_heatmap(solutions.centernet_heatmap)
+    assert "all 8 cases pass" in capsys.readouterr().out
+
+    def bumps(boxes, labels, num_classes, map_size, combine, round_centre=math.floor, window=True):
+        h, w = map_size
+        heat = torch.zeros(num_classes, h, w)
+        for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+            col = min(max(round_centre((x1 + x2) / 8), 0), w - 1)
+            row = min(max(round_centre((y1 + y2) / 8), 0), h - 1)
+            size = torch.tensor([math.ceil((y2 - y1) / 4), math.ceil((x2 - x1) / 4)], dtype=torch.float32)
+            r = max(math.floor(float(centernet_radius(size[:1], size[1:])[0])), 0)
+            dy = torch.arange(h)[:, None] - row
+            dx = torch.arange(w)[None, :] - col
+            bump = torch.exp(-(dx ** 2 + dy ** 2) / (2 * ((2 * r + 1) / 6) ** 2))
+            if window:
+                bump = bump * ((dx.abs() <= r) & (dy.abs() <= r))
+            heat[label - 1] = combine(heat[label - 1], bump)
+        return heat
+
+    summed = lambda *a: bumps(*a, combine=torch.add)                       # overlapping bumps add up
+    rounded = lambda *a: bumps(*a, combine=torch.maximum, round_centre=round)   # round, not floor
+    unwindowed = lambda *a: bumps(*a, combine=torch.maximum, window=False)      # the tail left everywhere
+    assert not exercises.check_centernet_heatmap(summed)
+    assert "maximum of their bumps" in capsys.readouterr().out
+    assert not exercises.check_centernet_heatmap(rounded)
+    assert "between cells" in capsys.readouterr().out
+    assert not exercises.check_centernet_heatmap(unwindowed)
+    assert "cases wrong" in capsys.readouterr().out
+
+
+def test_check_shard_passes_the_solution_and_fails_planted_mistakes(capsys):
+    import math
+
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_shard(solutions.shard)
+    assert "all 7 cases pass" in capsys.readouterr().out
+
+    def contiguous(n, w, r):                       # blocks instead of every W-th index
+        per = math.ceil(n / w)
+        return torch.tensor([(r * per + i) % n for i in range(per)])
+
+    def unpadded(n, w, r):                         # the last ranks read fewer images (DDP would hang)
+        return torch.arange(r, n, w)
+
+    assert not exercises.check_shard(contiguous)
+    assert "rank 0: expected the indices [0, 2, 4, 6, 8]" in capsys.readouterr().out
+    assert not exercises.check_shard(unpadded)
+    assert "padded to 12" in capsys.readouterr().out

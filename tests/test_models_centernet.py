@@ -59,6 +59,25 @@ def test_targets_peak_at_the_centre_cell_with_size_and_offset():
     assert empty["heatmap"].sum() == 0 and not empty["centre"].any()
 
 
+def test_gaussian_regression_supervises_every_cell_of_the_bump_towards_the_centre():
+    """TTFNet's variant: the weight is the bump's value; each cell's offset points at the centre
+    (so cell + offset is the centre everywhere) and its size is its object's; decoding a perfect
+    output at any cell of the bump gives the box back."""
+    t = target([[10.0, 20.0, 42.0, 44.0]], [2])
+    enc = cn.encode_targets([t], 4, (32, 32), regression="gaussian")
+    centre = cn.encode_targets([t], 4, (32, 32))
+    torch.testing.assert_close(enc["weight"][0], enc["heatmap"][0, 1])
+    assert centre["weight"].sum() == 1 and (enc["weight"] > 0).sum() > 1
+    inside = enc["weight"][0] > 0
+    ys, xs = torch.nonzero(inside, as_tuple=True)
+    torch.testing.assert_close(xs + enc["offset"][0, 0, ys, xs], torch.full((len(xs),), 26.0 / 4))
+    torch.testing.assert_close(ys + enc["offset"][0, 1, ys, xs], torch.full((len(ys),), 32.0 / 4))
+    assert torch.equal(enc["size"][0, :, ys, xs], torch.tensor([[8.0], [6.0]]).expand(2, len(xs)))
+    assert enc["size"][0, :, ~inside].abs().sum() == 0
+    with pytest.raises(ValueError, match="regression"):
+        cn.CenterNetConfig(regression="everywhere")
+
+
 def test_focal_loss_by_hand():
     logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
     heatmap = torch.tensor([[[[1.0, 0.5], [0.0, 0.9]]]])

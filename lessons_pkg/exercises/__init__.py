@@ -5,7 +5,8 @@ package's answer and reports the first mismatch clearly. It returns True/False a
 verdict, so a wrong attempt in a notebook shows what to fix instead of a traceback.
 Notebooks use ``from lessons_pkg import exercises`` then ``exercises.check_...``. A function
 that still raises NotImplementedError (a stub) is reported as "not implemented yet"; worked
-solutions of the stub exercises are in :mod:`lessons_pkg.exercises.solutions`.
+solutions are in :mod:`lessons_pkg.exercises.solutions`, never in the cell after an exercise:
+a chapter shows them at its end with :func:`show_solution`, folded.
 
 A checker's module is imported when the checker is first used (PEP 562's module
 ``__getattr__``): checking an IoU function loads the box ops, not every model of the course.
@@ -13,6 +14,7 @@ A checker's module is imported when the checker is first used (PEP 562's module
 from __future__ import annotations
 
 import importlib
+import inspect
 
 CHECKERS = {  # checker -> the module (one per chapter) that defines it
     "check_masks_to_boxes": "shapes",
@@ -30,8 +32,29 @@ CHECKERS = {  # checker -> the module (one per chapter) that defines it
     "check_hard_negatives": "single_shot",
     "check_yolo_targets": "single_shot",
     "check_mask_target": "mask_rcnn",
+    "check_centernet_heatmap": "centernet",
+    "check_shard": "distributed",
 }
 __all__ = sorted(CHECKERS)
+
+
+def show_solution(checker: str):
+    """The worked solution of ``checker`` for the end of a chapter: runs the checker on it (its
+    verdict is printed) and returns the solution's source, with any helper it calls, as a
+    Markdown code block (the book highlights it like any code). Raises AssertionError if the
+    solution does not pass: a chapter can never show a wrong answer."""
+    from IPython.display import Markdown
+
+    from . import solutions
+
+    if checker not in solutions.SOLUTIONS:
+        raise ValueError(f"no worked solution for {checker!r}; the checkers with one are {sorted(solutions.SOLUTIONS)}")
+    fn = solutions.SOLUTIONS[checker]
+    if not __getattr__(checker)(fn):
+        raise AssertionError(f"the worked solution of {checker} does not pass its checker")
+    helpers = solutions.HELPERS.get(checker, ())
+    source = "\n\n".join(inspect.getsource(f).rstrip() for f in (*helpers, fn))
+    return Markdown(f"```python\n{source}\n```")
 
 
 def __getattr__(name: str):

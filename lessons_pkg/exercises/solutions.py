@@ -220,6 +220,38 @@ def upsample2(x: Tensor) -> Tensor:
     return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
 
 
+def centernet_heatmap(boxes: Tensor, labels: Tensor, num_classes: int, map_size: tuple[int, int]) -> Tensor:
+    """CenterNet's heatmap target of one image: Tensor[C, h, w] on the stride-4 map, one Gaussian
+    bump per object on its class's channel, peak 1 at its centre cell, the maximum where bumps meet."""
+    from ..models.centernet import STRIDE, centernet_radius
+
+    h, w = map_size
+    heat = torch.zeros(num_classes, h, w)
+    for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+        col = min(max(math.floor((x1 + x2) / 2 / STRIDE), 0), w - 1)     # the centre's cell
+        row = min(max(math.floor((y1 + y2) / 2 / STRIDE), 0), h - 1)
+        size = torch.tensor([math.ceil((y2 - y1) / STRIDE), math.ceil((x2 - x1) / STRIDE)], dtype=torch.float32)
+        radius = max(math.floor(float(centernet_radius(size[:1], size[1:])[0])), 0)
+        sigma = (2 * radius + 1) / 6
+        dy = torch.arange(h, dtype=torch.float32)[:, None] - row
+        dx = torch.arange(w, dtype=torch.float32)[None, :] - col
+        bump = torch.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2))
+        bump = bump * ((dx.abs() <= radius) & (dy.abs() <= radius))   # only inside the (2r + 1) square
+        heat[label - 1] = torch.maximum(heat[label - 1], bump)          # overlapping bumps: the maximum
+    return heat
+
+
+def shard(num_samples: int, world_size: int, rank: int) -> Tensor:
+    """The indices process ``rank`` of ``world_size`` reads in one epoch, no shuffling: the index
+    list padded by repeating its start to a multiple of the world size, then every
+    ``world_size``-th index from ``rank`` (what DistributedSampler does)."""
+    total = math.ceil(num_samples / world_size) * world_size
+    indices = list(range(num_samples))
+    while len(indices) < total:                                          # pad: every process the same count
+        indices += indices[:total - len(indices)]
+    return torch.tensor(indices[rank:total:world_size], dtype=torch.int64)
+
+
 SOLUTIONS = {  # checker -> its worked solution
     "check_masks_to_boxes": masks_to_boxes, "check_iou": iou, "check_nms": nms,
     "check_multitask_loss": multitask_loss, "check_linear_to_conv": linear_to_conv,
@@ -227,5 +259,6 @@ SOLUTIONS = {  # checker -> its worked solution
     "check_anchor_labels": anchor_labels, "check_hard_negatives": hard_negatives,
     "check_yolo_targets": yolo_targets, "check_pareto_front": pareto_front,
     "check_mask_target": mask_target, "check_miou": miou, "check_conv_transpose1d": conv_transpose1d,
-    "check_bilinear_upsample": upsample2,
+    "check_bilinear_upsample": upsample2, "check_centernet_heatmap": centernet_heatmap, "check_shard": shard,
 }
+HELPERS = {"check_roi_pool_box": (_round_half_away,)}  # functions a solution calls, shown before it

@@ -52,8 +52,14 @@ class CenterNetConfig:
     beta: float = 4.0
     score_threshold: float = 0.05
     detections_per_image: int = 100
+    # where size and offset are regressed: "centre" (CenterNet: the centre cell of each object
+    # only) or "gaussian" (every cell of the object's bump, weighted by the bump's value: TTFNet,
+    # Liu et al. 2020, who measured that one sample per object is what makes CenterNet slow to train)
+    regression: str = "centre"
 
     def __post_init__(self):
+        if self.regression not in ("centre", "gaussian"):
+            raise ValueError(f"regression must be 'centre' or 'gaussian', got {self.regression!r}")
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
         if not 0 < self.min_overlap < 1:
@@ -102,14 +108,18 @@ def centernet_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) ->
 
 
 def encode_targets(targets: list[dict], num_classes: int, map_size: tuple[int, int],
-                   min_overlap: float = 0.7) -> dict[str, Tensor]:
+                   min_overlap: float = 0.7, regression: str = "centre") -> dict[str, Tensor]:
     """The dense targets of a batch on the h x w output map.
 
     Returns {"heatmap": Tensor[B, C, h, w] (Gaussian bumps, peak exactly 1 at each centre
-    cell), "size": Tensor[B, 2, h, w] (w, h in map cells, pixels / R, at centre cells), "offset":
-    Tensor[B, 2, h, w] (centre / R minus its cell, 0..1), "centre": bool Tensor[B, h, w]}.
-    Two objects whose centres share a cell: the later one's size and offset are kept (the
-    heatmap keeps both bumps, their maximum).
+    cell), "size": Tensor[B, 2, h, w] (w, h in map cells, pixels / R), "offset": Tensor[B, 2, h,
+    w] (centre / R minus the cell), "centre": bool Tensor[B, h, w], "weight": Tensor[B, h, w]
+    (how much each cell's size and offset count)}.
+
+    ``regression="centre"`` (CenterNet): size and offset at centre cells only (weight 1, offset
+    0..1); two objects whose centres share a cell keep the later one's. ``"gaussian"`` (TTFNet):
+    at every cell of an object's bump, weighted by the bump's value there (1 at the centre), the
+    offset then pointing from that cell to the centre; where bumps overlap, the higher one's object.
     """
     device = targets[0]["boxes"].device if targets else torch.device("cpu")
     b, (h, w) = len(targets), map_size
@@ -117,6 +127,7 @@ def encode_targets(targets: list[dict], num_classes: int, map_size: tuple[int, i
     size = torch.zeros(b, 2, h, w, device=device)
     offset = torch.zeros(b, 2, h, w, device=device)
     centre = torch.zeros(b, h, w, dtype=torch.bool, device=device)
+    weight = torch.zeros(b, h, w, device=device)
     ys = torch.arange(h, device=device, dtype=torch.float32)[:, None]
     xs = torch.arange(w, device=device, dtype=torch.float32)[None, :]
     for i, t in enumerate(targets):
@@ -140,10 +151,19 @@ def encode_targets(targets: list[dict], num_classes: int, map_size: tuple[int, i
             mine = labels == k + 1
             if mine.any():
                 heatmap[i, k] = torch.maximum(heatmap[i, k], bumps[mine].amax(dim=0))
-        size[i, :, cell[:, 1], cell[:, 0]] = (wh / STRIDE).t()
-        offset[i, :, cell[:, 1], cell[:, 0]] = (c - cell).t()
         centre[i, cell[:, 1], cell[:, 0]] = True
-    return {"heatmap": heatmap, "size": size, "offset": offset, "centre": centre}
+        if regression == "centre":
+            size[i, :, cell[:, 1], cell[:, 0]] = (wh / STRIDE).t()
+            offset[i, :, cell[:, 1], cell[:, 0]] = (c - cell).t()
+            weight[i] = centre[i].float()
+        else:
+            value, owner = bumps.max(dim=0)                                  # [h, w] each
+            inside = value > 0
+            size[i] = (wh / STRIDE)[owner].permute(2, 0, 1) * inside
+            offset[i, 0] = (c[owner, 0] - xs) * inside                       # from the cell to the centre
+            offset[i, 1] = (c[owner, 1] - ys) * inside
+            weight[i] = value
+    return {"heatmap": heatmap, "size": size, "offset": offset, "centre": centre, "weight": weight}
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -163,13 +183,13 @@ def focal_loss(logits: Tensor, heatmap: Tensor, alpha: float = 2.0, beta: float 
 def centernet_loss(outputs: dict[str, Tensor], encoded: dict[str, Tensor],
                    config: CenterNetConfig | None = None) -> dict[str, Tensor]:
     """{"loss_heatmap": focal loss, "loss_size": λ_size L1 of (w, h) in map cells, "loss_offset":
-    λ_off L1 of the centre offset}, the last two at centre cells only and divided by their
-    number."""
+    λ_off L1 of the centre offset}, the last two weighted by ``encoded["weight"]`` (1 at centre
+    cells for CenterNet) and divided by the weights' sum."""
     c = config if config is not None else CenterNetConfig()
-    centre = encoded["centre"][:, None].float()                         # [B, 1, h, w]
-    count = centre.sum().clamp(min=1)
-    size = (F.l1_loss(outputs["size"], encoded["size"], reduction="none") * centre).sum() / count
-    offset = (F.l1_loss(outputs["offset"], encoded["offset"], reduction="none") * centre).sum() / count
+    weight = encoded["weight"][:, None]                                  # [B, 1, h, w]
+    count = weight.sum().clamp(min=1)
+    size = (F.l1_loss(outputs["size"], encoded["size"], reduction="none") * weight).sum() / count
+    offset = (F.l1_loss(outputs["offset"], encoded["offset"], reduction="none") * weight).sum() / count
     return {"loss_heatmap": focal_loss(outputs["heatmap"], encoded["heatmap"], c.alpha, c.beta),
             "loss_size": c.size_weight * size, "loss_offset": c.offset_weight * offset}
 
@@ -274,6 +294,6 @@ class CenterNet(nn.Module):
         outputs = self.outputs(images)
         if self.training:
             encoded = encode_targets(targets, self.num_classes, tuple(outputs["heatmap"].shape[-2:]),
-                                     self.config.min_overlap)
+                                     self.config.min_overlap, self.config.regression)
             return centernet_loss(outputs, encoded, self.config)
         return decode(outputs, tuple(images.shape[-2:]), self.config)
