@@ -113,6 +113,9 @@ RECIPES: dict[str, Recipe] = {
     "ssd": Recipe(ssd.SSD, pretrained=True, curve_every=150),
     "ssd_focal": Recipe(ssd.SSD, {"negatives": "focal"}, pretrained=True),
     "ssd_random": Recipe(ssd.SSD, {"negatives": "random"}, pretrained=True),
+    # The bar of the object-detection part's open challenge (lessons_pkg.challenges): SSD's
+    # recipe on the "hard" preset (more, smaller, more overlapping objects), val and test alike.
+    "ssd_hard": Recipe(ssd.SSD, pretrained=True, config="hard"),
     # The anchor-free detector (CenterNet) on a budget of about one minute on 2 CPU cores: its
     # heads work on the stride-4 map, so they are 32 channels wide (64 cost 1.6x the time per step).
     "centernet": Recipe(centernet.CenterNet, {"channels": 32}, steps=900, warmup_steps=20, pretrained=True,
@@ -296,6 +299,7 @@ def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None 
         test = split_record(recipe.task, model, "test", TEST_IMAGES, recipe.config, recipe.proposals,
                             dataset=curve.dataset)
         existing["curve"] = curve.finish(test, train_seconds)
+        existing["curve_threads"] = torch.get_num_threads()
         existing["curve_made_by"] = (f"{command_line(name, out, steps, seed)} --curve: the recipe trained again "
                                      f"with torch {torch.__version__} ({torch.get_num_threads()} threads), no "
                                      "weights written; its last point scores that run's weights")

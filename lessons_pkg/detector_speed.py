@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from . import checkpoints, metrics, train
+from . import checkpoints, metrics, records, train
 from .cli import positive_int
 from .data import make_split
 
@@ -37,9 +37,10 @@ DETECTORS: dict[str, tuple[str, str]] = {
     "faster_rcnn": ("Faster R-CNN", "two-stage"),
     "yolo": ("YOLO", "one-stage"),
     "ssd": ("SSD", "one-stage"),
+    "centernet": ("CenterNet", "anchor-free"),
     "ssdlite": ("torchvision SSDLite", "reference"),
 }
-FAMILY_MARKERS = {"classify windows": "s", "two-stage": "o", "one-stage": "^", "reference": "D"}
+FAMILY_MARKERS = {"classify windows": "s", "two-stage": "o", "one-stage": "^", "anchor-free": "P", "reference": "D"}
 
 
 @dataclass
@@ -117,9 +118,9 @@ def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
     colours = plt.get_cmap("tab10")
-    for i, r in enumerate(rows):
-        ax.scatter(r.ms_per_image, getattr(r, key), s=70, marker=FAMILY_MARKERS[r.family], color=colours(i),
-                   label=f"{r.name} ({r.family})", zorder=3)
+    for r in rows:   # one colour per detector, the same in every chart
+        ax.scatter(r.ms_per_image, getattr(r, key), s=70, marker=FAMILY_MARKERS[r.family],
+                   color=colours(list(DETECTORS).index(r.recipe)), label=f"{r.name} ({r.family})", zorder=3)
         ax.annotate(r.name, (r.ms_per_image, getattr(r, key)), textcoords="offset points", xytext=(6, 5),
                     fontsize=9)
     ax.set_xscale("log")
@@ -128,6 +129,47 @@ def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50
     ax.grid(True, which="both", alpha=0.3)
     if legend:
         ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+# ----------------------------------------------------------------------------- time to quality
+def time_to_quality(recipes=tuple(DETECTORS), directory: Path = PRETRAINED) -> dict[str, list[dict]]:
+    """recipe -> its record's time-to-quality curve (:class:`checkpoints.QualityCurve`): points
+    {"step", "seconds", "map_50", "map", ...} on the test split. Nothing is trained or run here.
+    Raises ValueError naming the record that has no curve and the command that adds one."""
+    curves = {}
+    for recipe in recipes:
+        record = records.load_record(Path(directory) / f"{recipe}.pt")
+        if not record.get("curve"):
+            raise ValueError(f"{Path(directory) / recipe}.json has no time-to-quality curve; add one with "
+                             f"python -m lessons_pkg.checkpoints {recipe} --curve")
+        curves[recipe] = record["curve"]
+    return curves
+
+
+def seconds_to_reach(curve: list[dict], level: float, key: str = "map_50") -> float | None:
+    """The training seconds of the first recorded point whose ``key`` is at least ``level`` (None
+    if no point reaches it): an upper bound on the time to that quality, at the curve's spacing."""
+    return next((p["seconds"] for p in curve if p[key] >= level), None)
+
+
+def plot_time_to_quality(curves: dict[str, list[dict]], ax: plt.Axes | None = None, key: str = "map_50",
+                         legend: bool = True) -> plt.Axes:
+    """Test-split quality (``key``) against training seconds (log scale), one line per detector,
+    its markers at the recorded points; the same colours and marker shapes as :func:`plot`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, (recipe, curve) in enumerate(curves.items()):
+        name, family = DETECTORS[recipe]
+        ax.plot([p["seconds"] for p in curve], [p[key] for p in curve], marker=FAMILY_MARKERS[family],
+                color=colours(list(DETECTORS).index(recipe)), label=name, markersize=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (log scale)")
+    ax.set_ylabel({"map_50": "test mAP@0.5", "map": "test mAP@[.5:.95]"}[key])
+    ax.grid(True, which="both", alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8, loc="lower right")
     return ax
 
 

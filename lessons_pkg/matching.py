@@ -76,3 +76,41 @@ def sample_balanced(matches: Tensor, batch_size: int, positive_fraction: float,
     pick_pos = torch.randperm(positive.numel(), generator=generator)[:num_pos].to(positive.device)
     pick_neg = torch.randperm(negative.numel(), generator=generator)[:num_neg].to(negative.device)
     return positive[pick_pos], negative[pick_neg]
+
+
+# ----------------------------------------------------------------------------- one-to-one matching
+def set_prediction_cost(pred_boxes: Tensor, pred_probs: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+                        image_size: tuple[int, int], class_weight: float = 1.0, l1_weight: float = 5.0,
+                        giou_weight: float = 2.0) -> Tensor:
+    """DETR's matching cost of every prediction with every object, Tensor[Q, G] (Q predictions):
+
+        class_weight * (-p(object's class)) + l1_weight * L1(boxes) + giou_weight * (-GIoU)
+
+    the L1 distance on (cx, cy, w, h) normalized by the image's size, the GIoU on pixel boxes
+    (the weights are DETR's defaults). pred_boxes Tensor[Q, 4] and gt_boxes Tensor[G, 4] xyxy
+    pixels; pred_probs Tensor[Q, C + 1] class probabilities, column 0 "no object"; gt_labels
+    int64 Tensor[G] in 1..C."""
+    from .boxes import box_convert, generalized_box_iou
+
+    height, width = image_size
+    scale = pred_boxes.new_tensor([width, height, width, height])
+    l1 = torch.cdist(box_convert(pred_boxes, "xyxy", "cxcywh") / scale,
+                     box_convert(gt_boxes, "xyxy", "cxcywh") / scale, p=1)
+    return (-class_weight * pred_probs[:, gt_labels] + l1_weight * l1
+            - giou_weight * generalized_box_iou(pred_boxes, gt_boxes))
+
+
+def hungarian_match(cost: Tensor) -> tuple[Tensor, Tensor]:
+    """The one-to-one assignment of predictions to objects of least total cost (DETR's bipartite
+    matching; SciPy's Hungarian-algorithm solver). cost Tensor[Q, G] with Q >= G.
+
+    Returns (prediction indices, object indices), int64 Tensor[G] each: object ``j`` is matched
+    to prediction ``p[j]``; every other prediction is trained as "no object", so no two
+    predictions learn the same object and no NMS is needed."""
+    from scipy.optimize import linear_sum_assignment
+
+    if cost.shape[0] < cost.shape[1]:
+        raise ValueError(f"need at least as many predictions as objects, got cost of shape {tuple(cost.shape)}")
+    rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
+    order = torch.as_tensor(cols).argsort()
+    return torch.as_tensor(rows)[order].long(), torch.as_tensor(cols)[order].long()

@@ -13,7 +13,7 @@ from lessons_pkg import checkpoints, records
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
              for name in ("sliding_window", "fcn", "fcn_16s", "fcn_8s", "rcnn", "fast_rcnn", "fast_rcnn_align",
-                          "faster_rcnn", "yolo", "ssd", "ssd_focal", "ssd_random", "mask_rcnn", "mask_rcnn_roi_pool",
+                          "faster_rcnn", "yolo", "ssd", "ssd_focal", "ssd_random", "ssd_hard", "centernet", "mask_rcnn", "mask_rcnn_roi_pool",
                           "mask_rcnn_agnostic", "ssdlite")}
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -204,6 +204,7 @@ def test_curve_only_retrains_and_fills_the_existing_record_without_touching_the_
     again = json.loads(out.with_suffix(".json").read_text())
     assert out.read_bytes() == weights
     assert [p["step"] for p in again["curve"]] == [2, 4] and "--curve" in again["curve_made_by"]
+    assert again["curve_threads"] == torch.get_num_threads()
     assert again["curve"][-1]["map_50"] == pytest.approx(record["test"]["map_50"], abs=1e-6)  # the same run
     with pytest.raises(ValueError, match="trained for 4 steps"):
         checkpoints.make_checkpoint("ssd", out, steps=5, curve_only=True)

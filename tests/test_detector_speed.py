@@ -69,3 +69,31 @@ def test_measure_one_checkpoint_and_plot():
 def test_measure_rejects_unknown_detectors():
     with pytest.raises(ValueError, match="unknown detector"):
         detector_speed.measure(("yolo9000",), num_images=1)
+
+
+def test_time_to_quality_reads_every_detector_curve_from_its_record():
+    """Every detector of the chart has a curve in its record: increasing seconds and steps, its last
+    point the recipe's full training and within 0.03 of the committed weights' test mAP@0.5 (a
+    --curve run trains the recipe again; other thread counts round differently)."""
+    from lessons_pkg import checkpoints, records
+
+    curves = detector_speed.time_to_quality()
+    assert list(curves) == list(detector_speed.DETECTORS)
+    for recipe, curve in curves.items():
+        record = records.load_record(records.default_path(recipe))
+        steps = [p["step"] for p in curve]
+        assert steps == sorted(steps) and steps[-1] == checkpoints.RECIPES[recipe].steps, recipe
+        seconds = [p["seconds"] for p in curve]
+        assert seconds == sorted(seconds) and seconds[0] > 0, recipe
+        assert abs(curve[-1]["map_50"] - record["test"]["map_50"]) <= 0.03, recipe
+    ax = detector_speed.plot_time_to_quality(curves)
+    assert len(ax.lines) == len(curves)
+
+
+def test_seconds_to_reach_and_a_record_without_a_curve(tmp_path):
+    curve = [{"seconds": 5.0, "map_50": 0.5}, {"seconds": 10.0, "map_50": 0.9}, {"seconds": 20.0, "map_50": 0.88}]
+    assert detector_speed.seconds_to_reach(curve, 0.85) == 10.0
+    assert detector_speed.seconds_to_reach(curve, 0.95) is None
+    (tmp_path / "ssd.json").write_text('{"steps": 1}')
+    with pytest.raises(ValueError, match="ssd.json has no time-to-quality curve.*--curve"):
+        detector_speed.time_to_quality(["ssd"], tmp_path)

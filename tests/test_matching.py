@@ -66,3 +66,27 @@ def test_sample_balanced_counts_like_torchvision(num_pos, num_neg):
     assert len(set(pos.tolist())) == len(pos) and len(set(neg.tolist())) == len(neg)
     again = matching.sample_balanced(matches, 256, 0.25, generator=torch.Generator().manual_seed(1))
     assert torch.equal(again[0], pos) and torch.equal(again[1], neg)
+
+
+def test_hungarian_match_is_the_cheapest_one_to_one_assignment():
+    import itertools
+
+    g = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        cost = torch.rand(6, 3, generator=g)
+        p, o = matching.hungarian_match(cost)
+        assert torch.equal(o, torch.arange(3)) and len(set(p.tolist())) == 3
+        best = min(sum(cost[q, j] for j, q in enumerate(perm)) for perm in itertools.permutations(range(6), 3))
+        assert float(cost[p, o].sum()) == pytest.approx(float(best))
+    with pytest.raises(ValueError, match="at least as many predictions"):
+        matching.hungarian_match(torch.rand(2, 3))
+
+
+def test_set_prediction_cost_by_hand():
+    pred = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 70.0, 90.0]])
+    gt = torch.tensor([[0.0, 0.0, 10.0, 20.0]])
+    probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]])
+    cost = matching.set_prediction_cost(pred, probs, gt, torch.tensor([1]), (100, 100))
+    # prediction 0: p = 0.7; cxcywh (5, 5, 10, 10) vs (5, 10, 10, 20), /100 -> L1 0.15; GIoU = IoU = 0.5
+    assert cost[0, 0].item() == pytest.approx(-0.7 + 5 * 0.15 - 2 * 0.5)
+    assert cost[1, 0] > cost[0, 0]

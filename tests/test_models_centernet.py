@@ -88,9 +88,9 @@ def test_focal_loss_by_hand():
     torch.testing.assert_close(cn.focal_loss(logits, heatmap), pos + neg)
 
 
-def perfect_outputs(targets, num_classes, map_size):
+def perfect_outputs(targets, num_classes, map_size, regression="centre"):
     """Raw outputs that say exactly what the targets say."""
-    enc = cn.encode_targets(targets, num_classes, map_size)
+    enc = cn.encode_targets(targets, num_classes, map_size, regression=regression)
     heat = enc["heatmap"].clamp(1e-6, 1 - 1e-6)
     return {"heatmap": torch.log(heat / (1 - heat)), "size": enc["size"], "offset": enc["offset"]}
 
@@ -103,6 +103,22 @@ def test_decoding_perfect_outputs_gives_back_the_boxes_without_nms():
     order = det["boxes"][top][:, 0].argsort()
     torch.testing.assert_close(det["boxes"][top][order], t["boxes"][t["boxes"][:, 0].argsort()], atol=1e-4, rtol=0)
     assert sorted(det["labels"][top].tolist()) == [2, 2, 4]
+
+
+def test_decoding_with_nms_instead_of_peaks():
+    """The comparison decoder: every cell a candidate, then NMS. Outputs whose every cell of a
+    bump predicts its object's box exactly (TTFNet's targets): without the max-pool each object
+    comes out once per cell of its bump; NMS keeps one box per object, the object's."""
+    t = target([[10.0, 20.0, 42.0, 44.0], [60.0, 60.0, 100.0, 90.0], [64.0, 10.0, 80.0, 30.0]], [2, 4, 2])
+    outputs = perfect_outputs([t], 4, (32, 32), regression="gaussian")
+    (raw,) = cn.decode(outputs, (128, 128), cn.CenterNetConfig(peak_kernel=1))
+    assert len(raw["boxes"]) > 3 * 5                                  # the shoulders, each a duplicate
+    (det,) = cn.decode_with_nms(outputs, (128, 128), iou_threshold=0.5)
+    assert len(det["boxes"]) == 3 and sorted(det["labels"].tolist()) == [2, 2, 4]
+    order = det["boxes"][:, 0].argsort()
+    torch.testing.assert_close(det["boxes"][order], t["boxes"][t["boxes"][:, 0].argsort()], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="peak_kernel"):
+        cn.CenterNetConfig(peak_kernel=2)
 
 
 def test_max_pool_peaks_are_what_nms_keeps_on_an_isolated_bump():

@@ -11,8 +11,8 @@ the centre, the object's width and height and the sub-cell offset of the centre:
      of the map, pixels / R) and offset (2: the centre's position inside its cell, 0..1);
   3. training (:func:`encode_targets`, :func:`centernet_loss`): each object puts a Gaussian
      bump of peak 1 on its class's heatmap at its centre cell, its radius that of CenterNet's
-     code (:func:`centernet_radius`, about 0.45 of the object's side; the rule it is said to
-     solve, :func:`gaussian_radius`, would give about 1 cell); a penalty-reduced
+     code (:func:`centernet_radius`, about 0.27 of a square object's side; the rule it is said
+     to solve, :func:`gaussian_radius`, gives about 0.08 of it); a penalty-reduced
      focal loss pulls the heatmap there, and L1 losses pull size and offset, at the centres only;
   4. test time (:func:`decode`): a cell whose heatmap value is the maximum of its 3 x 3
      neighbourhood is a peak, and each peak is a detection: a 3 x 3 max-pool replaces NMS.
@@ -27,7 +27,7 @@ Boxes are xyxy in image pixels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,7 @@ class CenterNetConfig:
     beta: float = 4.0
     score_threshold: float = 0.05
     detections_per_image: int = 100
+    peak_kernel: int = 3            # the max-pool that finds peaks; 1 keeps every cell (then NMS is needed)
     # where size and offset are regressed: "centre" (CenterNet: the centre cell of each object
     # only) or "gaussian" (every cell of the object's bump, weighted by the bump's value: TTFNet,
     # Liu et al. 2020, who measured that one sample per object is what makes CenterNet slow to train)
@@ -64,6 +65,8 @@ class CenterNetConfig:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
         if not 0 < self.min_overlap < 1:
             raise ValueError(f"min_overlap must be in (0, 1), got {self.min_overlap}")
+        if self.peak_kernel < 1 or self.peak_kernel % 2 == 0:
+            raise ValueError(f"peak_kernel must be odd and >= 1, got {self.peak_kernel}")
         if self.detections_per_image < 1:
             raise ValueError(f"detections_per_image must be >= 1, got {self.detections_per_image}")
 
@@ -93,8 +96,8 @@ def centernet_radius(height: Tensor, width: Tensor, min_overlap: float = 0.7) ->
     """The radius CornerNet's and CenterNet's published code computes for the same three cases,
     and the one their results (and this module's targets) rest on. It writes each root as
     (b + sqrt(b² - 4ac)) / 2, without the division by a and with the larger root, so it is not
-    the rule of :func:`gaussian_radius`: for a 12 x 12-cell object it gives 5.4 cells where the
-    rule gives 1.0, a bump that covers about 0.45 of the object's side. Taken as it is, as
+    the rule of :func:`gaussian_radius`: for a 12 x 12-cell object it gives 3.3 cells where the
+    rule gives 1.0 (about 0.27 of a square object's side, at any size). Taken as it is, as
     the papers' numbers were obtained with it."""
     h, w = height.double(), width.double()
     t = min_overlap
@@ -213,7 +216,7 @@ def decode(outputs: dict[str, Tensor], image_size: tuple[int, int], config: Cent
     c = config if config is not None else CenterNetConfig()
     heat = outputs["heatmap"].sigmoid()
     b, num_classes, h, w = heat.shape
-    heat = heat * peaks(heat)
+    heat = heat * peaks(heat, c.peak_kernel)
     k = min(c.detections_per_image, num_classes * h * w)
     scores, index = heat.flatten(1).topk(k, dim=1)                     # [B, K]
     label, cell = index // (h * w), index % (h * w)
@@ -231,6 +234,22 @@ def decode(outputs: dict[str, Tensor], image_size: tuple[int, int], config: Cent
     for i in range(b):
         keep = scores[i] > c.score_threshold
         out.append({"boxes": boxes[i][keep], "labels": label[i][keep] + 1, "scores": scores[i][keep]})
+    return out
+
+
+def decode_with_nms(outputs: dict[str, Tensor], image_size: tuple[int, int], config: CenterNetConfig | None = None,
+                    iou_threshold: float = 0.5, candidates: int = 1000) -> list[dict[str, Tensor]]:
+    """What CenterNet's max-pool replaces, for comparison: every cell is a candidate box (the
+    ``candidates`` best above ``score_threshold``), then per-class NMS at ``iou_threshold``, then
+    the ``detections_per_image`` best. Same inputs and outputs as :func:`decode`."""
+    from .. import ops
+
+    c = config if config is not None else CenterNetConfig()
+    every_cell = replace(c, peak_kernel=1, detections_per_image=candidates)
+    out = []
+    for det in decode(outputs, image_size, every_cell):
+        keep = ops.batched_nms(det["boxes"], det["scores"], det["labels"], iou_threshold)[:c.detections_per_image]
+        out.append({k: v[keep] for k, v in det.items()})
     return out
 
 
