@@ -49,3 +49,22 @@ def test_stored_output_check_catches_problems(tmp_path, monkeypatch):
     assert any("stores an error: ZeroDivisionError" in p for p in problems)
     assert any("cell 1 has no stored output" in p for p in problems)
     assert any("cell 2 shows a stray repr" in p for p in problems)
+
+
+CLOSING_PAGES = {"book/what_came_after.ipynb"}   # text and figures only: no exercise
+
+
+@pytest.mark.parametrize("notebook", [n for n in toc_notebooks() if str(n) not in CLOSING_PAGES], ids=str)
+def test_every_chapter_has_an_exercise_to_write_and_no_solution_after_it(notebook):
+    """A write-it exercise: a stub that raises NotImplementedError, handed to a checker. A cell that
+    asserts a checker passes is a solution; solutions sit only at the chapter's end, folded
+    (``exercises.show_solution``)."""
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert any("raise NotImplementedError" in s and "exercises.check_" in s for s in code), \
+        "no exercise where the reader writes a function from a stub"
+    shown = [s for s in code if "assert exercises.check_" in s]
+    assert not shown, f"a solution in the chapter's flow: {shown[0][:80]!r}"
+    solutions = [i for i, s in enumerate(code) if "exercises.show_solution(" in s]
+    exercises = [i for i, s in enumerate(code) if "exercises.check_" in s]
+    assert solutions and min(solutions) > max(exercises), "worked solutions belong at the chapter's end"
