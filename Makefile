@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 EXECUTE ?= 0
 JOBS ?= 2
 
-.PHONY: book test execute setup figures data browser-check bench clean help
+.PHONY: book test execute setup figures data browser-check screenshots bench clean help
 help:
 	@echo "make book      build the HTML book into _build/html (EXECUTE=1 re-runs the notebooks first)"
 	@echo "make test      unit tests + every notebook in _toc.yml under nbval"
 	@echo "make execute   re-run the notebooks in place so their stored outputs are current"
 	@echo "make figures   regenerate book/figures;  make data   regenerate data/shapes_coco"
+	@echo "make screenshots  every page of the built book, light and dark theme, into _build/screenshots"
 
 setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -41,6 +42,10 @@ book: setup
 
 browser-check: setup
 	$(PY) tests/browser/check_pages.py _build/html
+
+# every page of the built book in the light and the dark theme (1280 px wide), for a look
+screenshots: setup
+	$(PY) tests/browser/check_pages.py _build/html --screenshots _build/screenshots
 
 figures: setup
 	$(PY) -m lessons_pkg.figures book/figures

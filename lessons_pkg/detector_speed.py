@@ -117,18 +117,28 @@ def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50
     the left is better. One marker shape per family."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
-    colours = plt.get_cmap("tab10")
-    for r in rows:   # one colour per detector, the same in every chart
+    for r in rows:
         ax.scatter(r.ms_per_image, getattr(r, key), s=70, marker=FAMILY_MARKERS[r.family],
-                   color=colours(list(DETECTORS).index(r.recipe)), label=f"{r.name} ({r.family})", zorder=3)
+                   color=colour(r.recipe), label=f"{r.name} ({r.family})", zorder=3)
         ax.annotate(r.name, (r.ms_per_image, getattr(r, key)), textcoords="offset points", xytext=(6, 5),
                     fontsize=9)
+    return _finish_axes(ax, "milliseconds per image (batch 1, log scale)",
+                        {"map_50": "mAP@0.5", "map": "mAP@[.5:.95]"}[key], legend, "best")
+
+
+def colour(recipe: str):
+    """One colour per detector, the same in every chart of the course."""
+    return plt.get_cmap("tab10")(list(DETECTORS).index(recipe))
+
+
+def _finish_axes(ax: plt.Axes, xlabel: str, ylabel: str, legend: bool, loc: str) -> plt.Axes:
+    """A log-scale x axis, its labels, a grid and (optionally) the legend."""
     ax.set_xscale("log")
-    ax.set_xlabel("milliseconds per image (batch 1, log scale)")
-    ax.set_ylabel({"map_50": "mAP@0.5", "map": "mAP@[.5:.95]"}[key])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     if legend:
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc=loc)
     return ax
 
 
@@ -159,18 +169,12 @@ def plot_time_to_quality(curves: dict[str, list[dict]], ax: plt.Axes | None = No
     its markers at the recorded points; the same colours and marker shapes as :func:`plot`."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
-    colours = plt.get_cmap("tab10")
-    for i, (recipe, curve) in enumerate(curves.items()):
+    for recipe, curve in curves.items():
         name, family = DETECTORS[recipe]
         ax.plot([p["seconds"] for p in curve], [p[key] for p in curve], marker=FAMILY_MARKERS[family],
-                color=colours(list(DETECTORS).index(recipe)), label=name, markersize=5)
-    ax.set_xscale("log")
-    ax.set_xlabel("training seconds (log scale)")
-    ax.set_ylabel({"map_50": "test mAP@0.5", "map": "test mAP@[.5:.95]"}[key])
-    ax.grid(True, which="both", alpha=0.3)
-    if legend:
-        ax.legend(fontsize=8, loc="lower right")
-    return ax
+                color=colour(recipe), label=name, markersize=5)
+    return _finish_axes(ax, "training seconds (log scale)",
+                        {"map_50": "test mAP@0.5", "map": "test mAP@[.5:.95]"}[key], legend, "lower right")
 
 
 def main(argv: list[str] | None = None) -> list[Measurement]:

@@ -92,7 +92,8 @@ def execute(path: Path, timeout: int = 600) -> float:
 
 
 def stored_output_problems(path: Path) -> list[str]:
-    """What is wrong with a notebook's stored outputs: unexecuted code cells, stored errors."""
+    """What is wrong with a notebook's stored outputs: unexecuted code cells, stored errors, a
+    traceback printed to stderr (a caught exception or a child process's), stray plot reprs."""
     nb = nbformat.read(ROOT / path, as_version=4)
     problems = []
     for i, cell in enumerate(nb.cells):
@@ -104,6 +105,9 @@ def stored_output_problems(path: Path) -> list[str]:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error" and "raises-exception" not in tags:
                 problems.append(f"{path}: code cell {i} stores an error: {output.get('ename')}: {output.get('evalue')}")
+            if output.get("output_type") == "stream" and output.get("name") == "stderr" and \
+                    "Traceback (most recent call last)" in output.get("text", ""):
+                problems.append(f"{path}: code cell {i} stores a traceback on stderr")
             shown = output.get("data", {}).get("text/plain", "") if output.get("output_type") == "execute_result" else ""
             if shown.startswith(STRAY_REPRS):
                 problems.append(f"{path}: code cell {i} shows a stray repr {shown[:40]!r} (end the line with ';')")

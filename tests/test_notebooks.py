@@ -37,7 +37,11 @@ def test_notebook_rules(notebook):
 def test_stored_output_check_catches_problems(tmp_path, monkeypatch):
     import notebook_tools
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0"), nbformat.v4.new_code_cell("x = 1"),
-                                         nbformat.v4.new_code_cell("plt.title('t')")])
+                                         nbformat.v4.new_code_cell("plt.title('t')"),
+                                         nbformat.v4.new_code_cell("subprocess.run(...)")])
+    nb.cells[3].execution_count = 3
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stderr",
+                                                  text="Traceback (most recent call last):\n  ...\nValueError: x\n")]
     nb.cells[0].execution_count = 1
     nb.cells[0].outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero")]
     nb.cells[2].execution_count = 2
@@ -49,6 +53,7 @@ def test_stored_output_check_catches_problems(tmp_path, monkeypatch):
     assert any("stores an error: ZeroDivisionError" in p for p in problems)
     assert any("cell 1 has no stored output" in p for p in problems)
     assert any("cell 2 shows a stray repr" in p for p in problems)
+    assert any("cell 3 stores a traceback on stderr" in p for p in problems)
 
 
 CLOSING_PAGES = {"book/what_came_after.ipynb"}   # text and figures only: no exercise
@@ -68,3 +73,13 @@ def test_every_chapter_has_an_exercise_to_write_and_no_solution_after_it(noteboo
     solutions = [i for i, s in enumerate(code) if "exercises.show_solution(" in s]
     exercises = [i for i, s in enumerate(code) if "exercises.check_" in s]
     assert solutions and min(solutions) > max(exercises), "worked solutions belong at the chapter's end"
+
+
+@pytest.mark.parametrize("notebook", toc_notebooks(), ids=str)
+def test_every_widget_has_an_in_page_twin(notebook):
+    """An ipywidgets slider needs a kernel; the rendered book has none. A chapter with one also
+    shows an interactive.frame_slider, which the browser check drives."""
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    if any("widgets.interact" in s for s in code):
+        assert any("interactive.frame_slider(" in s for s in code), "a widget without its in-page twin"

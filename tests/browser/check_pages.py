@@ -1,20 +1,35 @@
 """Open every page of the built book in headless Chromium and check what a reader would see.
 
-    python tests/browser/check_pages.py [_build/html] [--screenshots DIR]
+    python tests/browser/check_pages.py [_build/html] [--screenshots DIR]   # (make screenshots)
 
-For each document in _toc.yml the page must exist; Chromium loads it (JavaScript runs, MathJax
-typesets) and the rendered DOM must have a non-empty article, every image must point at a
-local file that decodes as an image, no script, stylesheet or image may come from the network
-(the book must read offline), and a page with math must show typeset formulas. Exit code 1 on
-any problem, with one line per problem.
+For each document in _toc.yml the page must exist, and Chromium loads it (JavaScript runs,
+MathJax typesets) with every request to the network blocked (the book must read offline). A page
+fails on:
+
+- a JavaScript error (an uncaught exception) or a resource that failed to load, from Chromium's
+  console log; a request to the network is one of those, whatever made it (a script, a
+  stylesheet, a font in a CSS ``url()``, an ``srcset``, an iframe, fetch or XHR);
+- a reference to the network in the DOM (``src``, ``href`` of a stylesheet, ``srcset``, an
+  inline ``url()``), named even where the browser did not get to load it;
+- an empty article, a rendered traceback or stderr block (a stored error or warning);
+- math that MathJax did not typeset, or typeset as an error;
+- a local image that is missing or does not decode;
+- an internal link to a missing page or to an anchor that the page does not have;
+- an in-page interactive figure (``lessons_pkg.interactive.frame_slider``) whose self-test, run
+  with its URL fragment, does not report that moving each control changed what it draws.
+
+Exit code 1 on any problem, with one line per problem. tests/test_browser_check.py plants each
+fault in a small page and checks that it is reported.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -27,8 +42,16 @@ from notebook_tools import toc_documents  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=15000"]
+                  "--hide-scrollbars", "--virtual-time-budget=15000",
+                  # every host name fails to resolve: a request to the network cannot succeed, and
+                  # Chromium logs it as a failed resource
+                  "--host-resolver-rules=MAP * ~NOTFOUND",
+                  "--enable-logging=stderr", "--v=0"]
 MIN_ARTICLE_CHARS = 200
+SELFTEST_FRAGMENT = "frame-slider-selftest"  # lessons_pkg.interactive.SELFTEST_FRAGMENT
+CONSOLE = re.compile(r':CONSOLE[^\]]*\] "(?P<message>.*)", source: (?P<source>\S*)')
+CONSOLE_ERRORS = ("Uncaught", "Failed to load resource", "net::ERR_")
+NETWORK_URL = re.compile(r"""url\(\s*['"]?\s*(?:https?:)?//""", re.IGNORECASE)
 
 
 def chromium() -> str:
@@ -39,57 +62,132 @@ def chromium() -> str:
     raise SystemExit("Chromium not found: install it (Debian: apt-get install -y chromium)")
 
 
-def render(page: Path, screenshot: Path | None = None) -> str:
-    """The DOM of ``page`` after Chromium ran its scripts (and optionally a full-page screenshot)."""
+class Rendered(str):
+    """The DOM Chromium serialized, with ``console_errors``: the error lines of its console log."""
+    console_errors: list[str]
+
+
+def render(page: Path, screenshot: Path | None = None, fragment: str = "") -> Rendered:
+    """The DOM of ``page`` after Chromium ran its scripts, and its console errors (and optionally
+    full-page screenshots in the light and the dark theme)."""
     with tempfile.TemporaryDirectory() as profile:
         args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
-        result = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+        url = page.as_uri() + (f"#{fragment}" if fragment else "")
+        result = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"Chromium failed on {page}: {result.stderr[-500:]}")
-        if screenshot is not None:
-            subprocess.run(args + [f"--screenshot={screenshot}", "--window-size=1280,2400", page.as_uri()],
-                           capture_output=True, timeout=120)
-    return result.stdout
+        if screenshot is not None:   # both themes: the book follows the reader's colour scheme
+            for theme, flags in (("light", []), ("dark", ["--force-dark-mode"])):
+                shot = screenshot.with_name(f"{screenshot.stem}-{theme}.png")
+                subprocess.run(args + flags + [f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()],
+                               capture_output=True, timeout=120)
+    dom = Rendered(result.stdout)
+    dom.console_errors = [f"{m['message']} ({m['source']})" for m in CONSOLE.finditer(result.stderr)
+                          if m["message"].startswith(CONSOLE_ERRORS)]
+    return dom
+
+
+def is_network(url: str) -> bool:
+    return urlparse(url).scheme in ("http", "https") or url.startswith("//")
+
+
+@lru_cache(maxsize=None)
+def anchors_of(page: Path) -> frozenset[str]:
+    """The ids (and old-style names) a built page defines, from its file."""
+    soup = BeautifulSoup(page.read_text(errors="replace"), "html.parser")
+    return frozenset([n["id"] for n in soup.find_all(id=True)] + [n["name"] for n in soup.find_all("a", attrs={"name": True})])
 
 
 def check_page(page: Path, dom: str) -> list[str]:
-    problems = []
+    problems = [f"{page}: JavaScript console: {e}" for e in getattr(dom, "console_errors", [])]
     soup = BeautifulSoup(dom, "html.parser")
     article = soup.select_one("article") or soup.select_one("main")
     text = article.get_text(" ", strip=True) if article else ""
     if len(text) < MIN_ARTICLE_CHARS:
         problems.append(f"{page}: the article is empty or nearly so ({len(text)} characters)")
-    for tag, attr in (("img", "src"), ("script", "src"), ("link", "href")):
-        for node in soup.find_all(tag):
-            url = node.get(attr)
-            if not url or url.startswith("data:"):
+    for block in soup.select(".output.traceback, .output.error, .output.stderr"):
+        kind = "stderr" if "stderr" in block.get("class", []) else "traceback"
+        problems.append(f"{page}: a rendered {kind} block: {block.get_text(' ', strip=True)[:120]!r}")
+    # the network: every attribute that loads something, and inline CSS
+    for node in soup.find_all(True):
+        for attr in ("src", "srcset", "data", "poster"):
+            value = node.get(attr)
+            if not value:
                 continue
-            parsed = urlparse(url)
-            if parsed.scheme in ("http", "https") or url.startswith("//"):
-                if tag != "link" or "stylesheet" in (node.get("rel") or []) or "preload" in (node.get("rel") or []):
-                    problems.append(f"{page}: <{tag}> loads {url} from the network (the book must read offline)")
-                continue
-            if tag != "img":
-                continue
-            target = (page.parent / unquote(parsed.path)).resolve()
-            if not target.is_file():
-                problems.append(f"{page}: image {url} is missing")
-                continue
-            try:
-                with Image.open(target) as im:
-                    im.verify()
-            except Exception as e:
-                problems.append(f"{page}: image {url} does not decode: {e}")
-    has_math = bool(soup.select(".math"))
-    if has_math and not soup.find("mjx-container"):
+            urls = [part.strip().split(" ")[0] for part in value.split(",")] if attr == "srcset" else [value]
+            for url in urls:
+                if is_network(url):
+                    problems.append(f"{page}: <{node.name} {attr}> loads {url} from the network (the book must read offline)")
+        if node.name == "link" and is_network(node.get("href", "")) and \
+                set(node.get("rel") or []) & {"stylesheet", "preload", "modulepreload", "icon"}:
+            problems.append(f"{page}: <link> loads {node['href']} from the network (the book must read offline)")
+        style = node.get("style", "") + (node.string or "" if node.name == "style" else "")
+        if NETWORK_URL.search(style):
+            problems.append(f"{page}: CSS url() on <{node.name}> points at the network")
+    for img in soup.find_all("img"):
+        url = img.get("src")
+        if not url or url.startswith("data:") or is_network(url):
+            continue
+        target = (page.parent / unquote(urlparse(url).path)).resolve()
+        if not target.is_file():
+            problems.append(f"{page}: image {url} is missing")
+            continue
+        try:
+            with Image.open(target) as im:
+                im.verify()
+        except Exception as e:
+            problems.append(f"{page}: image {url} does not decode: {e}")
+    # internal links and their anchors
+    for a in soup.find_all("a", href=True):
+        href = a["href"]
+        parsed = urlparse(href)
+        if parsed.scheme or href.startswith(("//", "mailto:", "javascript:")):
+            continue
+        target = page if not parsed.path else (page.parent / unquote(parsed.path)).resolve()
+        if not target.exists():
+            problems.append(f"{page}: link {href} points at a missing file")
+        elif parsed.fragment and target.suffix == ".html" and not parsed.fragment.startswith(SELFTEST_FRAGMENT):
+            ids = anchors_of(target) | ({n["id"] for n in soup.find_all(id=True)} if target == page else set())
+            if unquote(parsed.fragment) not in ids:
+                problems.append(f"{page}: link {href} points at an anchor that {target.name} does not have")
+    # math: every formula typeset, none as an error
+    formulas = soup.select(".math")
+    if formulas and not soup.find("mjx-container"):
         problems.append(f"{page}: has math but MathJax typeset none of it (is mathjax/tex-svg.js served?)")
+    else:
+        untypeset = [f for f in formulas if not f.find("mjx-container") and f.name != "mjx-container"]
+        if untypeset:
+            problems.append(f"{page}: {len(untypeset)} formula(s) not typeset, the first: "
+                            f"{untypeset[0].get_text(strip=True)[:80]!r}")
+    for error in soup.select("mjx-merror, [data-mjx-error]"):
+        problems.append(f"{page}: MathJax error: {error.get('data-mjx-error') or error.get_text(strip=True)[:80]}")
+    for figure in soup.select(".frame-slider"):
+        if figure.get("data-selftest") is not None and figure.get("data-selftest") != "ok":
+            problems.append(f"{page}: interactive figure {figure.get('id')}: moving a control did not change "
+                            f"what it draws ({figure.get('data-selftest')})")
     return problems
+
+
+def check_interactive(page: Path, dom: str) -> list[str]:
+    """Load ``page`` again with the self-test fragment: every interactive figure moves each of its
+    controls and reports whether what it draws changed."""
+    figures = BeautifulSoup(dom, "html.parser").select(".frame-slider")
+    if not figures:
+        return []
+    tested_dom = render(page, fragment=SELFTEST_FRAGMENT)
+    tested = BeautifulSoup(tested_dom, "html.parser").select(".frame-slider")
+    silent = [f.get("id") for f in tested if f.get("data-selftest") is None]
+    problems = []
+    if len(tested) != len(figures) or silent:
+        problems.append(f"{page}: {len(silent) or len(figures)} interactive figure(s) ran no self-test")
+    return problems + [p for p in check_page(page, tested_dom) if "interactive figure" in p]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("html_dir", nargs="?", default=str(ROOT / "_build" / "html"))
-    parser.add_argument("--screenshots", help="also save a screenshot of each page into this folder")
+    parser.add_argument("--screenshots", help="also save a screenshot of each page, light and dark theme, "
+                                              "into this folder (PAGE-light.png, PAGE-dark.png)")
     args = parser.parse_args()
     html_dir = Path(args.html_dir).resolve()
     shots = Path(args.screenshots) if args.screenshots else None
@@ -103,12 +201,15 @@ def main() -> int:
             problems.append(f"{page}: not built")
             continue
         shot = shots / (page.stem + ".png") if shots else None
-        problems += check_page(page, render(page, shot))
-        print(f"checked {page.relative_to(html_dir)}", flush=True)
+        dom = render(page, shot)
+        problems += check_page(page, dom) + check_interactive(page, dom)
+        kb = page.stat().st_size // 1024
+        print(f"checked {page.relative_to(html_dir)} ({kb} kB)", flush=True)
     if problems:
         print("\n".join(problems))
         return 1
-    print(f"browser check: {len(pages)} pages render with their images, articles and math, offline")
+    print(f"browser check: {len(pages)} pages render offline, without errors, with their images, links, math "
+          "and interactive figures")
     return 0
 
 

@@ -1,0 +1,83 @@
+"""The browser check (tests/browser/check_pages.py) on planted pages: each class of fault a reader
+would see is reported, and a clean page passes. Needs Chromium (skipped without it)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("check_pages", ROOT / "tests" / "browser" / "check_pages.py")
+check_pages = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_pages)
+
+MATHJAX = (ROOT / "book" / "_vendor" / "mathjax" / "tex-svg.js").as_uri()
+TEXT = "A paragraph a reader reads. " * 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_chromium():
+    try:
+        check_pages.chromium()
+    except SystemExit:
+        pytest.skip("no Chromium on this machine")
+
+
+def problems_of(tmp_path: Path, body: str, head: str = "", name: str = "page.html") -> list[str]:
+    page = tmp_path / name
+    page.write_text(f"<!doctype html><html><head>{head}</head><body><article><p>{TEXT}</p>{body}"
+                    "</article></body></html>")
+    return check_pages.check_page(page, check_pages.render(page))
+
+
+def test_a_clean_page_with_math_links_and_an_image_passes(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), "white").save(tmp_path / "ok.png")
+    (tmp_path / "other.html").write_text('<html><body><h2 id="there">there</h2></body></html>')
+    head = ('<script>window.MathJax = {"options": {"processHtmlClass": "math"}}</script>'
+            f'<script defer src="{MATHJAX}"></script>')
+    body = ('<span class="math notranslate nohighlight">\\(x^2 + \\frac{1}{2}\\)</span>'
+            '<img src="ok.png"><a href="other.html#there">there</a><a href="#top">top</a><h3 id="top">t</h3>')
+    assert problems_of(tmp_path, body, head) == []
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("<script>notDefinedAnywhere();</script>", "JavaScript console: Uncaught ReferenceError"),
+    ('<script>fetch("https://example.invalid/data.json")</script>', "JavaScript console:"),
+    ('<div style="background: url(https://example.invalid/a.png)">x</div>', "CSS url() on <div> points at the network"),
+    ('<img srcset="https://example.invalid/a.png 2x" alt="">', "<img srcset> loads https://example.invalid/a.png"),
+    ('<iframe src="https://example.invalid/"></iframe>', "<iframe src> loads https://example.invalid/"),
+    ('<link rel="stylesheet" href="https://example.invalid/a.css">', "<link> loads https://example.invalid/a.css"),
+    ('<div class="output traceback"><pre>ZeroDivisionError: division by zero</pre></div>',
+     "a rendered traceback block"),
+    ('<div class="output stderr"><pre>UserWarning: careful</pre></div>', "a rendered stderr block"),
+    ('<a href="missing.html">gone</a>', "link missing.html points at a missing file"),
+    ('<a href="#nowhere">here</a>', "link #nowhere points at an anchor that page.html does not have"),
+    ('<img src="missing.png">', "image missing.png is missing"),
+], ids=["js-error", "fetch", "css-url", "srcset", "iframe", "stylesheet", "traceback", "stderr", "missing-page",
+        "missing-anchor", "missing-image"])
+def test_each_planted_fault_is_reported(tmp_path, body, expected):
+    problems = problems_of(tmp_path, body)
+    assert any(expected in p for p in problems), problems
+
+
+def test_an_image_that_does_not_decode_and_an_anchor_on_another_page(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    (tmp_path / "other.html").write_text('<html><body><h2 id="there">there</h2></body></html>')
+    problems = problems_of(tmp_path, '<img src="broken.png"><a href="other.html#elsewhere">x</a>')
+    assert any("image broken.png does not decode" in p for p in problems), problems
+    assert any("other.html#elsewhere points at an anchor that other.html does not have" in p for p in problems)
+
+
+def test_math_that_mathjax_cannot_typeset_is_reported(tmp_path):
+    head = ('<script>window.MathJax = {"options": {"processHtmlClass": "math"}}</script>'
+            f'<script defer src="{MATHJAX}"></script>')
+    body = ('<span class="math notranslate nohighlight">\\(x^2\\)</span>'
+            '<span class="math notranslate nohighlight">\\(\\frac{1}{\\)</span>')
+    problems = problems_of(tmp_path, body, head)
+    assert any("MathJax error" in p or "not typeset" in p for p in problems), problems
+
+
+def test_math_without_mathjax_is_reported(tmp_path):
+    problems = problems_of(tmp_path, '<span class="math">\\(x^2\\)</span>')
+    assert any("MathJax typeset none of it" in p for p in problems), problems
