@@ -158,7 +158,7 @@ def split_miou(model: nn.Module, split: str = "val", num_images: int = VAL_IMAGE
     """{"miou", "pixel_accuracy", "iou_per_class"} of a segmentation model on the first
     ``num_images`` images of ``split`` (one confusion matrix over all their pixels), or on
     ``dataset`` when given."""
-    dataset = make_split(split, num_images, config) if dataset is None else dataset
+    dataset = evaluation_set(split, num_images, config) if dataset is None else dataset
     loader = train.make_loader(dataset, batch_size=16, shuffle=False)
     return train.evaluate(model, loader, device=device, metric=metrics.segmentation_metrics)
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import build_backbone
@@ -242,8 +243,6 @@ def decode_with_nms(outputs: dict[str, Tensor], image_size: tuple[int, int], con
     """What CenterNet's max-pool replaces, for comparison: every cell is a candidate box (the
     ``candidates`` best above ``score_threshold``), then per-class NMS at ``iou_threshold``, then
     the ``detections_per_image`` best. Same inputs and outputs as :func:`decode`."""
-    from .. import ops
-
     c = config if config is not None else CenterNetConfig()
     every_cell = replace(c, peak_kernel=1, detections_per_image=candidates)
     out = []
