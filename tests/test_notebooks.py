@@ -83,3 +83,32 @@ def test_every_widget_has_an_in_page_twin(notebook):
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     if any("widgets.interact" in s for s in code):
         assert any("interactive.frame_slider(" in s for s in code), "a widget without its in-page twin"
+
+
+HIDDEN_INPUT_TAGS = {"remove-input", "hide-input", "remove-cell"}
+COLUMN = 88   # ruff's line length: the width the rendered code blocks show without scrolling
+
+
+def lines_past_the_column(nb: nbformat.NotebookNode) -> list[str]:
+    """'cell I (N chars): LINE' for each line longer than COLUMN in a code cell the reader sees."""
+    return [f"cell {i} ({len(line)} chars): {line}"
+            for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" and not HIDDEN_INPUT_TAGS & set(cell.metadata.get("tags", []))
+            for line in cell.source.splitlines() if len(line) > COLUMN]
+
+
+@pytest.mark.parametrize("notebook", toc_notebooks(), ids=str)
+def test_visible_teaching_code_fits_the_column(notebook):
+    """Teaching code wraps at 88 characters, so the reader never scrolls sideways to read it."""
+    long = lines_past_the_column(nbformat.read(ROOT / notebook, as_version=4))
+    assert not long, f"{notebook}: visible code lines over {COLUMN} characters:\n" + "\n".join(long)
+
+
+def test_fits_the_column_check_flags_a_planted_line():
+    planted = "x = " + "1" * 96   # 100 characters
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 1"),
+                                         nbformat.v4.new_code_cell("z = 2\n" + planted),
+                                         nbformat.v4.new_markdown_cell(planted),
+                                         nbformat.v4.new_code_cell(planted, metadata={"tags": ["remove-input"]}),
+                                         nbformat.v4.new_code_cell("w = " + "1" * 84)])   # exactly 88: fits
+    assert lines_past_the_column(nb) == [f"cell 1 (100 chars): {planted}"]
