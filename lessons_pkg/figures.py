@@ -40,15 +40,17 @@ def four_tasks_figure() -> plt.Figure:
          viz.draw_target(image, target, classes, draw_boxes=False, scale=3, instance_colours=True, mask_alpha=0.7)),
         ("Semantic segmentation\nevery pixel: a class", viz.upscale(viz.colourize_semantic(target["semantic"]), 3)),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(13, 4.1))
-    for ax, (title, picture) in zip(axes, panels):
+    # 2 x 2, not one row of four: at the text column's width a row of four would be shrunk
+    # until its titles could not be read
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 8.9))
+    for ax, (title, picture) in zip(axes.flatten(), panels):
         ax.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=torch.tensor(viz.label_colour(k + 1)).div(255).tolist())
                for k in range(len(classes))]
     fig.legend(handles, classes, loc="lower center", ncol=len(classes), frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1), h_pad=1.6)
     return fig
 
 

@@ -81,3 +81,37 @@ def test_math_that_mathjax_cannot_typeset_is_reported(tmp_path):
 def test_math_without_mathjax_is_reported(tmp_path):
     problems = problems_of(tmp_path, '<span class="math">\\(x^2\\)</span>')
     assert any("MathJax typeset none of it" in p for p in problems), problems
+
+
+PROBE = (ROOT / "book" / "_static" / "layout_probe.js").as_uri()
+
+
+def layout_problems(tmp_path: Path, body: str) -> tuple[list[str], str]:
+    """The check's problems with a page that loads the layout probe, opened as the check opens
+    the book's pages (a 1280 px window, the probe's fragment)."""
+    page = tmp_path / "layout.html"
+    page.write_text(f'<!doctype html><html><head><script src="{PROBE}"></script></head><body><article>'
+                    f'<p>{TEXT}</p><div style="width: 600px">{body}</div></article></body></html>')
+    dom = check_pages.render(page, fragment=check_pages.LAYOUT_FRAGMENT)
+    return check_pages.check_page(page, dom), dom
+
+
+def test_a_code_block_wider_than_the_column_and_an_unreadably_shrunk_figure_are_reported(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (1200, 100), "white").save(tmp_path / "wide.png")    # 2x its 600 px column
+    problems, dom = layout_problems(tmp_path, f"<pre>{'x = 1  # ' + 'y' * 150}</pre>"
+                                              '<img src="wide.png" style="max-width: 100%">')
+    assert 'data-layout-probe="1 code blocks, 1 figures"' in dom
+    assert any("a code block is" in p and "px wider than the column: 'x = 1" in p for p in problems), problems
+    assert any("figure wide.png is shrunk 2.00x" in p for p in problems), problems
+
+
+def test_code_that_fits_and_a_figure_shrunk_a_little_pass_and_folded_code_is_not_measured(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (840, 100), "white").save(tmp_path / "fits.png")    # 1.4x
+    folded = f"<div class='cell tag_hide-input'><div class='cell_input'><pre>{'z' * 200}</pre></div></div>"
+    problems, dom = layout_problems(tmp_path, f"<pre>x = 1</pre>{folded}<img src='fits.png' style='max-width: 100%'>")
+    assert 'data-layout-probe="1 code blocks, 1 figures"' in dom
+    assert problems == []

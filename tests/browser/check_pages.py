@@ -15,6 +15,9 @@ fails on:
 - math that MathJax did not typeset, or typeset as an error;
 - a local image that is missing or does not decode;
 - an internal link to a missing page or to an anchor that the page does not have;
+- at the width of a laptop's window (1280 px), a code block wider than the text column (the reader
+  would scroll sideways) or a figure shrunk more than ``MAX_SHRINK`` times to fit it (its
+  labels too small to read), as measured in the page by book/_static/layout_probe.js;
 - an in-page interactive figure (``lessons_pkg.interactive.frame_slider``) whose self-test, run
   with its URL fragment, does not report that moving each control changed what it draws.
 
@@ -42,13 +45,18 @@ from notebook_tools import toc_documents  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=15000",
+                  "--hide-scrollbars", "--virtual-time-budget=15000", "--window-size=1280,2400",
                   # every host name fails to resolve: a request to the network cannot succeed, and
                   # Chromium logs it as a failed resource
                   "--host-resolver-rules=MAP * ~NOTFOUND",
                   "--enable-logging=stderr", "--v=0"]
 MIN_ARTICLE_CHARS = 200
 SELFTEST_FRAGMENT = "frame-slider-selftest"  # lessons_pkg.interactive.SELFTEST_FRAGMENT
+LAYOUT_FRAGMENT = "layout-probe"              # book/_static/layout_probe.js
+# Matplotlib's 10-point text is 14 px at the notebooks' 100 dpi: shrunk more than 1.6 times it is
+# under 9 px on the page, too small to read. A wider figure is split in two, or drawn narrower,
+# or its cell tagged full-width (the column and the right margin, 1.36 times the column).
+MAX_SHRINK = 1.6
 CONSOLE = re.compile(r':CONSOLE[^\]]*\] "(?P<message>.*)", source: (?P<source>\S*)')
 CONSOLE_ERRORS = ("Uncaught", "Failed to load resource", "net::ERR_")
 NETWORK_URL = re.compile(r"""url\(\s*['"]?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -79,7 +87,7 @@ def render(page: Path, screenshot: Path | None = None, fragment: str = "") -> Re
         if screenshot is not None:   # both themes: the book follows the reader's colour scheme
             for theme, flags in (("light", []), ("dark", ["--force-dark-mode"])):
                 shot = screenshot.with_name(f"{screenshot.stem}-{theme}.png")
-                subprocess.run(args + flags + [f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()],
+                subprocess.run(args + flags + [f"--screenshot={shot}", page.as_uri()],
                                capture_output=True, timeout=120)
     dom = Rendered(result.stdout)
     dom.console_errors = [f"{m['message']} ({m['source']})" for m in CONSOLE.finditer(result.stderr)
@@ -161,6 +169,15 @@ def check_page(page: Path, dom: str) -> list[str]:
                             f"{untypeset[0].get_text(strip=True)[:80]!r}")
     for error in soup.select("mjx-merror, [data-mjx-error]"):
         problems.append(f"{page}: MathJax error: {error.get('data-mjx-error') or error.get_text(strip=True)[:80]}")
+    # the layout, as the probe measured it (only when the page was opened with its fragment)
+    for block in soup.select("pre[data-overflow]"):
+        first = block.get_text().strip().splitlines()[0][:60] if block.get_text().strip() else ""
+        problems.append(f"{page}: a code block is {block['data-overflow']} px wider than the column: {first!r}")
+    for img in soup.select("img[data-shrink]"):
+        if float(img["data-shrink"]) > MAX_SHRINK:
+            name = img.get("src", "")[:60] if not img.get("src", "").startswith("data:") else "an inline image"
+            problems.append(f"{page}: figure {name} is shrunk {img['data-shrink']}x to fit the column (at most "
+                            f"{MAX_SHRINK}x keeps its text readable): split it, draw it narrower or tag it full-width")
     for figure in soup.select(".frame-slider"):
         if figure.get("data-selftest") is not None and figure.get("data-selftest") != "ok":
             problems.append(f"{page}: interactive figure {figure.get('id')}: moving a control did not change "
@@ -201,7 +218,9 @@ def main() -> int:
             problems.append(f"{page}: not built")
             continue
         shot = shots / (page.stem + ".png") if shots else None
-        dom = render(page, shot)
+        dom = render(page, shot, fragment=LAYOUT_FRAGMENT)
+        if 'data-layout-probe="' not in dom:
+            problems.append(f"{page}: the layout probe (book/_static/layout_probe.js) did not run")
         problems += check_page(page, dom) + check_interactive(page, dom)
         kb = page.stat().st_size // 1024
         print(f"checked {page.relative_to(html_dir)} ({kb} kB)", flush=True)
