@@ -115,3 +115,15 @@ def test_code_that_fits_and_a_figure_shrunk_a_little_pass_and_folded_code_is_not
     problems, dom = layout_problems(tmp_path, f"<pre>x = 1</pre>{folded}<img src='fits.png' style='max-width: 100%'>")
     assert 'data-layout-probe="1 code blocks, 1 figures"' in dom
     assert problems == []
+
+
+def test_a_page_heavier_than_the_limit_is_reported(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "a.png")
+    body = '<img src="a.png"><img src="a.png">'
+    assert not any("the page weighs" in p for p in problems_of(tmp_path, body))
+    page_bytes = check_pages.page_weight(tmp_path / "page.html")
+    assert page_bytes == (tmp_path / "page.html").stat().st_size + (tmp_path / "a.png").stat().st_size  # once
+    monkeypatch.setattr(check_pages, "MAX_PAGE_BYTES", page_bytes - 1)
+    assert any("the page weighs" in p for p in problems_of(tmp_path, body))

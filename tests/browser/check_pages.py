@@ -18,6 +18,7 @@ fails on:
 - at the width of a laptop's window (1280 px), a code block wider than the text column (the reader
   would scroll sideways) or a figure shrunk more than ``MAX_SHRINK`` times to fit it (its
   labels too small to read), as measured in the page by book/_static/layout_probe.js;
+- a page heavier than ``MAX_PAGE_BYTES`` with its local images;
 - an in-page interactive figure (``lessons_pkg.interactive.frame_slider``) whose self-test, run
   with its URL fragment, does not report that moving each control changed what it draws.
 
@@ -57,6 +58,9 @@ LAYOUT_FRAGMENT = "layout-probe"              # book/_static/layout_probe.js
 # under 9 px on the page, too small to read. A wider figure is split in two, or drawn narrower,
 # or its cell tagged full-width (the column and the right margin, 1.36 times the column).
 MAX_SHRINK = 1.6
+# A page with its images stays light enough to open on a slow connection (the interactive figures
+# carry their frames inside the page).
+MAX_PAGE_BYTES = 4 * 2**20
 CONSOLE = re.compile(r':CONSOLE[^\]]*\] "(?P<message>.*)", source: (?P<source>\S*)')
 CONSOLE_ERRORS = ("Uncaught", "Failed to load resource", "net::ERR_")
 NETWORK_URL = re.compile(r"""url\(\s*['"]?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -145,6 +149,10 @@ def check_page(page: Path, dom: str) -> list[str]:
                 im.verify()
         except Exception as e:
             problems.append(f"{page}: image {url} does not decode: {e}")
+    weight = page_weight(page)
+    if weight > MAX_PAGE_BYTES:
+        problems.append(f"{page}: the page weighs {weight / 2**20:.1f} MB with its images (at most "
+                        f"{MAX_PAGE_BYTES / 2**20:.0f} MB)")
     # internal links and their anchors
     for a in soup.find_all("a", href=True):
         href = a["href"]
@@ -185,6 +193,14 @@ def check_page(page: Path, dom: str) -> list[str]:
     return problems
 
 
+def page_weight(page: Path) -> int:
+    """Bytes of the page's HTML and of the local images it shows (each once)."""
+    soup = BeautifulSoup(page.read_text(errors="replace"), "html.parser")
+    images = {(page.parent / unquote(urlparse(img["src"]).path)).resolve() for img in soup.find_all("img", src=True)
+              if not img["src"].startswith("data:") and not is_network(img["src"])}
+    return page.stat().st_size + sum(i.stat().st_size for i in images if i.is_file())
+
+
 def check_interactive(page: Path, dom: str) -> list[str]:
     """Load ``page`` again with the self-test fragment: every interactive figure moves each of its
     controls and reports whether what it draws changed."""
@@ -222,8 +238,8 @@ def main() -> int:
         if 'data-layout-probe="' not in dom:
             problems.append(f"{page}: the layout probe (book/_static/layout_probe.js) did not run")
         problems += check_page(page, dom) + check_interactive(page, dom)
-        kb = page.stat().st_size // 1024
-        print(f"checked {page.relative_to(html_dir)} ({kb} kB)", flush=True)
+        print(f"checked {page.relative_to(html_dir)} ({page_weight(page) / 2**20:.2f} MB with its images)",
+              flush=True)
     if problems:
         print("\n".join(problems))
         return 1
