@@ -216,11 +216,10 @@ class QualityCurve:
             return
         seconds = self.training_seconds()
         began = time.perf_counter()
-        from .train.__main__ import rng_state, set_rng_state
-        state = rng_state()
+        state = train.rng_state()
         scored = split_record(self.recipe.task, self.model, "test", TEST_IMAGES, self.recipe.config,
                               self.recipe.proposals, dataset=self.dataset)
-        set_rng_state(state)
+        train.set_rng_state(state)
         self.points.append({"step": done, "seconds": round(seconds, 1), **curve_point(self.recipe.task, scored)})
         self.eval_seconds += time.perf_counter() - began
 

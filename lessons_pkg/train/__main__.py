@@ -28,12 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -44,7 +42,7 @@ from ..data import (CocoDataset, collate_detection, detection_augmentation, make
 from ..data.coco import SemanticTargets
 from ..models import rcnn
 from . import distributed
-from .loop import BatchStream, History, fit, evaluate, make_loader, seed_everything
+from .loop import BatchStream, History, evaluate, fit, make_loader, rng_state, seed_everything, set_rng_state
 
 WEIGHT_DECAY = 1e-4   # train.fit's default, which every recipe trained with
 
@@ -210,27 +208,6 @@ def evaluate_split(model, val_set, task: str, num_classes: int, context: distrib
 
 
 # ----------------------------------------------------------------------------- resumable state
-def rng_state() -> dict:
-    """This process's random states, in types that ``weights_only=True`` reads back."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {"python": [version, list(internal), gauss], "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def model_generators(model) -> dict:
     """The random generators a model owns (e.g. the sliding-window detector's window sampler,
     ``module.generator``), by module name: their states belong to a resumable run too."""
