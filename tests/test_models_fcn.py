@@ -103,7 +103,7 @@ def test_bad_input_gets_a_clear_error():
         fcn.FCN(upsampling="deconv")
     with pytest.raises(ValueError, match="widths must hold at least 2"):
         fcn.FCN(widths=(8,))
-    with pytest.raises(ValueError, match="either an FCNConfig or keyword settings"):
+    with pytest.raises(ValueError, match=r"either config=FCNConfig\(...\) or keyword settings"):
         fcn.FCN(config=fcn.FCNConfig(), skips=True)
 
 

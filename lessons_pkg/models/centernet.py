@@ -37,6 +37,7 @@ from .. import ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import build_backbone
+from .configs import check_num_classes, resolve_config
 
 STRIDE = 4  # R: the output map's stride
 
@@ -280,12 +281,9 @@ class CenterNet(nn.Module):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: CenterNetConfig | None = None,
                  **settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if config is not None and settings:
-            raise ValueError("give either a CenterNetConfig or keyword settings, not both")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
-        self.config = config if config is not None else CenterNetConfig(**settings)
+        self.config = resolve_config(CenterNetConfig, config, settings)
         d = self.config.channels
         self.backbone = build_backbone(pretrained_backbone)
         widths = self.backbone.widths                                   # strides 2, 4, 8, 16

@@ -41,6 +41,7 @@ from ..batching import any_size
 from ..inputs import check_detection_targets, prepare_batch
 from . import rcnn
 from .backbone import build_backbone
+from .configs import check_num_classes, resolve_config
 
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # the RPN's box coder (torchvision's)
 
@@ -137,9 +138,7 @@ class RegionProposalNetwork(nn.Module):
 
     def __init__(self, in_channels: int, config: RPNConfig | None = None, **settings):
         super().__init__()
-        if config is not None and settings:
-            raise ValueError("give either an RPNConfig or keyword settings, not both")
-        self.config = config if config is not None else RPNConfig(**settings)
+        self.config = resolve_config(RPNConfig, config, settings)
         self.head = RPNHead(in_channels, self.config.num_anchors)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self._anchors: dict[tuple, Tensor] = {}
@@ -280,8 +279,7 @@ class FasterRCNN(nn.Module):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, rpn: RPNConfig | None = None,
                  pool: str = "roi_align", pooled_size: int = 7, box_hidden: int = 256, **head_settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
         self.backbone = build_backbone(pretrained_backbone, stride=rcnn.STRIDE)
         config = rpn if rpn is not None else RPNConfig()

@@ -35,6 +35,7 @@ from .. import upsampling as up
 from ..batching import any_size
 from ..inputs import IGNORE_INDEX, prepare_batch
 from .backbone import WIDTHS, build_backbone
+from .configs import check_num_classes, resolve_config
 
 UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "transposed_bilinear", "subpixel")
 
@@ -157,11 +158,8 @@ class FCN(SegmentationModel):
 
     def __init__(self, num_classes: int = 4, config: FCNConfig | None = None, **settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if config is not None and settings:
-            raise ValueError("give either an FCNConfig or keyword settings, not both")
-        self.config = c = config if config is not None else FCNConfig(**settings)
+        check_num_classes(num_classes)
+        self.config = c = resolve_config(FCNConfig, config, settings)
         w = [int(v) for v in c.widths]
         self.levels = len(w) - 1
         # Full resolution is the most expensive level: one conv there, two at every other level.
@@ -223,8 +221,7 @@ class BackboneFCN(SegmentationModel):
                              "with strided convolutions; use FCN(upsampling='max_unpool') instead")
         if upsampling not in UPSAMPLING:
             raise ValueError(f"unknown upsampling {upsampling!r}; choose from {UPSAMPLING}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_num_classes(num_classes)
         self.num_classes, self.upsampling = num_classes, upsampling
         self.backbone = build_backbone(pretrained_backbone, widths=widths)
         w = self.backbone.widths
@@ -270,8 +267,7 @@ class ScoreFusionFCN(SegmentationModel):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, strides: tuple[int, ...] = (16, 8),
                  widths: tuple[int, ...] = WIDTHS):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
         self.backbone = build_backbone(pretrained_backbone, widths=widths)
         strides = tuple(int(s) for s in strides)

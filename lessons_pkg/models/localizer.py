@@ -31,6 +31,7 @@ from .. import boxes as box_ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import WIDTHS, build_backbone, load_pretrained_backbone
+from .configs import check_num_classes, resolve_config
 
 BOX_LOSSES = ("giou", "smooth_l1")
 
@@ -158,12 +159,9 @@ class Localizer(nn.Module):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: LocalizerConfig | None = None,
                  **settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if config is not None and settings:
-            raise ValueError("give either a LocalizerConfig or keyword settings, not both")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
-        self.config = config if config is not None else LocalizerConfig(**settings)
+        self.config = resolve_config(LocalizerConfig, config, settings)
         c = self.config
         self.backbone = build_backbone(pretrained_backbone, widths=c.widths)
         self.class_head = ClassHead(self.backbone.out_channels, num_classes)

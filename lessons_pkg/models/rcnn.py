@@ -36,6 +36,7 @@ from ..batching import any_size
 from ..inputs import prepare_batch
 from . import proposals as proposal_methods
 from .backbone import Backbone, build_backbone
+from .configs import check_num_classes
 
 STRIDE = 8  # the R-CNN family's feature map: the backbone's stage at 1/8 of the image
 
@@ -275,8 +276,7 @@ class _ProposalDetector(nn.Module):
 
     def __init__(self, num_classes: int, proposals_per_image: int):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_num_classes(num_classes)
         self.num_classes, self.proposals_per_image = num_classes, proposals_per_image
 
     def features(self, images: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from ..batching import any_size
 from ..inputs import prepare_batch
+from .configs import check_num_classes
 
 
 class SSDLite(nn.Module):
@@ -33,8 +34,7 @@ class SSDLite(nn.Module):
 
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, **settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_num_classes(num_classes)
         if pretrained_backbone is not None:
             raise ValueError("SSDLite is the outside reference: it trains from scratch, without our backbone "
                              f"(got pretrained_backbone={pretrained_backbone!r})")

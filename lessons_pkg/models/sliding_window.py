@@ -38,6 +38,7 @@ from .. import boxes as box_ops
 from .. import ops
 from ..batching import any_size
 from ..inputs import check_images, prepare_batch
+from .configs import check_num_classes
 
 PATCH = 30  # P: the classifier's input side
 STRIDE = 8  # the classifier's total stride (three 2x2 max-pools): the score map's step
@@ -57,8 +58,7 @@ class PatchClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 4, widths: tuple[int, int, int] = (16, 32, 64), hidden: int = 128):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_num_classes(num_classes)
         if len(widths) != 3 or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be three positive channel counts, got {widths}")
         layers, in_ch = [], 3

@@ -45,6 +45,7 @@ from ..batching import any_size
 from ..inputs import prepare_batch
 from ..matching import NEGATIVE
 from .backbone import Backbone, build_backbone
+from .configs import check_num_classes, resolve_config
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)   # 1 / SSD's variances (0.1, 0.1, 0.2, 0.2)
 STRIDES = (8, 16, 32, 64, 128)         # image pixels per cell of each level
@@ -380,12 +381,9 @@ class SSD(nn.Module):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: SSDConfig | None = None,
                  **settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if config is not None and settings:
-            raise ValueError("give either an SSDConfig or keyword settings, not both")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
-        self.config = config if config is not None else SSDConfig(**settings)
+        self.config = resolve_config(SSDConfig, config, settings)
         self.features = SSDFeatures(build_backbone(pretrained_backbone))
         self.head = SSDHead(self.features.out_channels, self.config.boxes_per_location, num_classes,
                             self.config.prior)

@@ -55,6 +55,7 @@ from .. import ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import build_backbone
+from .configs import check_num_classes, resolve_config
 
 
 # ----------------------------------------------------------------------------- settings
@@ -327,12 +328,9 @@ class YOLO(nn.Module):
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: YOLOConfig | None = None,
                  **settings):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if config is not None and settings:
-            raise ValueError("give either a YOLOConfig or keyword settings, not both")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
-        self.config = c = config if config is not None else YOLOConfig(**settings)
+        self.config = c = resolve_config(YOLOConfig, config, settings)
         self.backbone = build_backbone(pretrained_backbone)
         if c.stride != self.backbone.stride:
             raise ValueError(f"the config's stride ({c.stride}) must be the backbone's ({self.backbone.stride})")
