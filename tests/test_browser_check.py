@@ -86,11 +86,11 @@ def test_math_without_mathjax_is_reported(tmp_path):
 PROBE = (ROOT / "book" / "_static" / "layout_probe.js").as_uri()
 
 
-def layout_problems(tmp_path: Path, body: str) -> tuple[list[str], str]:
+def layout_problems(tmp_path: Path, body: str, head: str = "") -> tuple[list[str], str]:
     """The check's problems with a page that loads the layout probe, opened as the check opens
     the book's pages (a 1280 px window, the probe's fragment)."""
     page = tmp_path / "layout.html"
-    page.write_text(f'<!doctype html><html><head><script src="{PROBE}"></script></head><body><article>'
+    page.write_text(f'<!doctype html><html><head>{head}<script src="{PROBE}"></script></head><body><article>'
                     f'<p>{TEXT}</p><div style="width: 600px">{body}</div></article></body></html>')
     dom = check_pages.render(page, fragment=check_pages.LAYOUT_FRAGMENT)
     return check_pages.check_page(page, dom), dom
@@ -102,7 +102,7 @@ def test_a_code_block_wider_than_the_column_and_an_unreadably_shrunk_figure_are_
     Image.new("RGB", (1200, 100), "white").save(tmp_path / "wide.png")    # 2x its 600 px column
     problems, dom = layout_problems(tmp_path, f"<pre>{'x = 1  # ' + 'y' * 150}</pre>"
                                               '<img src="wide.png" style="max-width: 100%">')
-    assert 'data-layout-probe="1 code blocks, 1 figures"' in dom
+    assert 'data-layout-probe="1 code blocks, 0 formulas, 1 figures"' in dom
     assert any("a code block is" in p and "px wider than the column: 'x = 1" in p for p in problems), problems
     assert any("figure wide.png is shrunk 2.00x" in p for p in problems), problems
 
@@ -113,7 +113,7 @@ def test_code_that_fits_and_a_figure_shrunk_a_little_pass_and_folded_code_is_not
     Image.new("RGB", (840, 100), "white").save(tmp_path / "fits.png")    # 1.4x
     folded = f"<div class='cell tag_hide-input'><div class='cell_input'><pre>{'z' * 200}</pre></div></div>"
     problems, dom = layout_problems(tmp_path, f"<pre>x = 1</pre>{folded}<img src='fits.png' style='max-width: 100%'>")
-    assert 'data-layout-probe="1 code blocks, 1 figures"' in dom
+    assert 'data-layout-probe="1 code blocks, 0 formulas, 1 figures"' in dom
     assert problems == []
 
 
@@ -127,3 +127,14 @@ def test_a_page_heavier_than_the_limit_is_reported(tmp_path, monkeypatch):
     assert page_bytes == (tmp_path / "page.html").stat().st_size + (tmp_path / "a.png").stat().st_size  # once
     monkeypatch.setattr(check_pages, "MAX_PAGE_BYTES", page_bytes - 1)
     assert any("the page weighs" in p for p in problems_of(tmp_path, body))
+
+
+def test_a_displayed_formula_wider_than_the_column_is_reported_and_a_short_one_passes(tmp_path):
+    head = ('<script>window.MathJax = {"options": {"processHtmlClass": "math"}}</script>'
+            f'<script defer src="{MATHJAX}"></script>')
+    long = " + ".join(f"x_{{{i}}}^2" for i in range(60))
+    problems, dom = layout_problems(tmp_path, f'<div class="math notranslate nohighlight">\\[{long}\\]</div>'
+                                              '<div class="math notranslate nohighlight">\\[a + b\\]</div>', head)
+    assert 'data-layout-probe="0 code blocks, 2 formulas, 0 figures"' in dom
+    overflowing = [p for p in problems if "a displayed formula is" in p]
+    assert len(overflowing) == 1 and "x 0 2 + x 1 2" in overflowing[0], problems   # its text, as typeset

@@ -15,8 +15,8 @@ fails on:
 - math that MathJax did not typeset, or typeset as an error;
 - a local image that is missing or does not decode;
 - an internal link to a missing page or to an anchor that the page does not have;
-- at the width of a laptop's window (1280 px), a code block wider than the text column (the reader
-  would scroll sideways) or a figure shrunk more than ``MAX_SHRINK`` times to fit it (its
+- at the width of a laptop's window (1280 px), a code block or a displayed formula wider than the
+  text column (the reader would scroll sideways, or lose its end) or a figure shrunk more than ``MAX_SHRINK`` times to fit it (its
   labels too small to read), as measured in the page by book/_static/layout_probe.js;
 - a page heavier than ``MAX_PAGE_BYTES`` with its local images;
 - an in-page interactive figure (``lessons_pkg.interactive.frame_slider``) whose self-test, run
@@ -181,6 +181,11 @@ def check_page(page: Path, dom: str) -> list[str]:
     for block in soup.select("pre[data-overflow]"):
         first = block.get_text().strip().splitlines()[0][:60] if block.get_text().strip() else ""
         problems.append(f"{page}: a code block is {block['data-overflow']} px wider than the column: {first!r}")
+    for math in soup.select("mjx-container[data-overflow]"):
+        source = math.find_parent(class_="math")
+        text = source.get_text(" ", strip=True)[:60] if source else ""
+        problems.append(f"{page}: a displayed formula is {math['data-overflow']} px wider than the column (break "
+                        f"it with aligned): {text!r}")
     for img in soup.select("img[data-shrink]"):
         if float(img["data-shrink"]) > MAX_SHRINK:
             name = img.get("src", "")[:60] if not img.get("src", "").startswith("data:") else "an inline image"
