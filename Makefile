@@ -37,7 +37,8 @@ book: setup
 	@if [ "$(EXECUTE)" = "1" ]; then $(MAKE) --no-print-directory execute; fi
 	@# myst-nb renders a stored traceback like any output and -W never sees it: refuse first
 	$(PY) tests/notebook_tools.py check
-	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+	@# --all: Sphinx's incremental build skips copying book/_static when no page changed (10-15 s)
+	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going --all
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
 browser-check: setup
