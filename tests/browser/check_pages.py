@@ -198,8 +198,10 @@ def check_page(page: Path, dom: str) -> list[str]:
     return problems
 
 
+@lru_cache(maxsize=None)
 def page_weight(page: Path) -> int:
-    """Bytes of the page's HTML and of the local images it shows (each once)."""
+    """Bytes of the page's HTML and of the local images it shows (each once); read once per
+    page (the check and its progress line both ask)."""
     soup = BeautifulSoup(page.read_text(errors="replace"), "html.parser")
     images = {(page.parent / unquote(urlparse(img["src"]).path)).resolve() for img in soup.find_all("img", src=True)
               if not img["src"].startswith("data:") and not is_network(img["src"])}
