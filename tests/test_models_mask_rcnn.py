@@ -262,6 +262,8 @@ def test_mask_rcnn_bad_targets_and_settings(batch):
         model(images)
     with pytest.raises(ValueError, match="pool"):
         mr.MaskRCNN(pool="roi_max")
+    with pytest.raises(ValueError, match="pool"):
+        mr.MaskRCNN(mask_pool="roi_max")
     with pytest.raises(ValueError, match="mask_size"):
         mr.MaskRCNN(mask_size=28, mask_pooled_size=7)
 
@@ -313,3 +315,25 @@ def test_one_box_head_path_mask_rcnn_box_losses_equal_faster_rcnns(batch):
                 assert a["masks"].shape[0] == len(a["boxes"])
                 for key in ("boxes", "labels", "scores"):
                     assert torch.equal(a[key], b[key]), (pool, key)
+
+
+@pytest.mark.parametrize("pool,mask_pool", [("roi_align", "roi_pool"), ("roi_pool", "roi_align")])
+def test_mask_pool_changes_the_mask_branch_only(batch, pool, mask_pool):
+    """``mask_pool`` swaps the mask branch's pooler and nothing else: the box head keeps
+    ``pool``, so with the same weights the detections (boxes, labels, scores) are those of the
+    model with one pooler for both, and only the masks differ."""
+    images, _ = batch
+    kind = {"roi_pool": ops.RoIPool, "roi_align": ops.RoIAlign}
+    torch.manual_seed(0)
+    mixed = mr.MaskRCNN(num_classes=4, pool=pool, mask_pool=mask_pool).eval()
+    assert isinstance(mixed.roi_heads.pooler, kind[pool])
+    assert isinstance(mixed.roi_heads.mask_branch.pooler, kind[mask_pool])
+    same = mr.MaskRCNN(num_classes=4, pool=pool).eval()
+    same.load_state_dict(mixed.state_dict())
+    with torch.no_grad():
+        pairs = list(zip(mixed(images), same(images)))
+    assert sum(len(a["boxes"]) for a, _ in pairs) > 0
+    for a, b in pairs:
+        for key in ("boxes", "labels", "scores"):
+            assert torch.equal(a[key], b[key]), key
+    assert any(not torch.equal(a["masks"], b["masks"]) for a, b in pairs if len(a["boxes"]))

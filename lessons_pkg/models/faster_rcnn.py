@@ -12,7 +12,9 @@ RPN, so one network does everything:
   4. RPN loss: anchors matched to the objects (IoU >= 0.7 positive, < 0.3 negative, and each
      object's best anchors positive), 256 sampled per image, half positives at most;
      BCE on objectness + smooth L1 on the positives' deltas;
-  5. Fast R-CNN's heads (:class:`rcnn.RoIHeads`) on the proposals: RoI Align, MLP, class + box.
+  5. Fast R-CNN's heads (:class:`rcnn.RoIHeads`) on the proposals: a pooler, MLP, class + box.
+     The pooler is RoI Align by default, Mask R-CNN's (He et al. 2017, section 3), not the
+     paper's: Faster R-CNN used Fast R-CNN's RoI Pool (``pool="roi_pool"``).
 The proposals are detached: the heads' loss does not flow back through the boxes (the
 "approximate joint training" of the paper and of torchvision).
 
@@ -268,7 +270,8 @@ class FasterRCNN(nn.Module):
         pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
             or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
         rpn: an :class:`RPNConfig` (its stride must be the backbone's, 8).
-        pool: "roi_align" (the paper's choice, aligned, 2 x 2 samples per bin) or "roi_pool".
+        pool: "roi_align" (Mask R-CNN's RoI Align, aligned, 2 x 2 samples per bin; the default
+            here) or "roi_pool" (the Faster R-CNN paper's, from Fast R-CNN).
         pooled_size, box_hidden: the pooler's P x P bins, the box head's hidden width.
         **head_settings: passed to :class:`rcnn.RoIHeads` (batch_size_per_image,
             score_threshold, nms_threshold, detections_per_image, ...).

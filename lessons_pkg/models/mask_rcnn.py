@@ -18,10 +18,13 @@ The branch (:class:`MaskBranch`) plugs into Fast R-CNN's heads (``rcnn.RoIHeads(
 as in torchvision): the box path that samples, pools, classifies and regresses is the one of
 Faster R-CNN, not a copy of it.
 
-RoI Align is what makes the masks line up: RoI Pool rounds every RoI and bin to the feature
-grid, an error of up to a stride (8 pixels here) that boxes tolerate and masks do not.
-``MaskRCNN(pool="roi_pool")`` puts RoI Pool back, in the box and the mask branch (the
-ablation of the paper's table 2c).
+RoI Align (He et al. 2017, section 3) samples the feature map at exact positions; RoI Pool rounds
+every RoI and bin to the feature grid, an error of up to a stride (8 pixels here).
+``MaskRCNN(pool="roi_pool")`` puts RoI Pool back, in the box head and the mask branch (the
+setting of the paper's table 2c, whose C4 head pools one feature for both);
+``MaskRCNN(mask_pool="roi_pool")`` puts it back in the mask branch only, so the box head keeps
+RoI Align: the two variants separate what the rounding does to the masks directly from what it
+does through the boxes (the Mask R-CNN chapter measures both steps).
 
 Sampling convention (one for crop and paste, so they are inverses up to resampling): boxes are
 xyxy in pixel-edge coordinates, pixel (x, y) covers [x, x + 1) x [y, y + 1) and its value lives at
@@ -235,7 +238,8 @@ class MaskRCNN(faster_rcnn.FasterRCNN):
         pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
             or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
         pool: "roi_align" (RoI Align, aligned, 2 x 2 samples per bin) or "roi_pool", for the box
-            head's pooler and the mask branch's both.
+            head's pooler and (unless ``mask_pool`` says otherwise) the mask branch's.
+        mask_pool: the mask branch's pooler, when it differs from the box head's (None: ``pool``).
         class_agnostic: one mask per RoI instead of one per class.
         mask_size, mask_pooled_size: M and P (M = 2 P: the transposed conv doubles the side).
         mask_width: channels of the mask head's convs.
@@ -246,8 +250,9 @@ class MaskRCNN(faster_rcnn.FasterRCNN):
     task = "instance"
 
     def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_align",
-                 class_agnostic: bool = False, mask_size: int = 28, mask_pooled_size: int = 14,
-                 mask_width: int = 64, **faster_rcnn_settings):
+                 mask_pool: str | None = None, class_agnostic: bool = False, mask_size: int = 28,
+                 mask_pooled_size: int = 14, mask_width: int = 64, **faster_rcnn_settings):
         super().__init__(num_classes, pretrained_backbone, pool=pool, **faster_rcnn_settings)
-        self.roi_heads.mask_branch = MaskBranch(self.backbone.out_channels, num_classes, pool, self.backbone.stride,
+        self.roi_heads.mask_branch = MaskBranch(self.backbone.out_channels, num_classes, mask_pool or pool,
+                                                self.backbone.stride,
                                                 mask_pooled_size, mask_size, mask_width, class_agnostic)
