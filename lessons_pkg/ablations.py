@@ -63,7 +63,8 @@ def localizer_data():
 
 def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
     """One of the chapter's 200-step runs (:func:`lessons_pkg.models.localizer.train_workflow`),
-    scored on its val and test splits."""
+    scored on its val and test splits, with its training loss curve (``curve``: the logged steps
+    and total losses, which the chapter draws)."""
     from . import metrics, train
     from .models.localizer import train_workflow
     sets = localizer_data()
@@ -71,7 +72,8 @@ def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
     scores = {split: train.evaluate(model, train.make_loader(sets[split], 128, shuffle=False),
                                     metric=metrics.localization_metrics) for split in ("val", "test")}
     return {**{split: {k: round(v, 6) for k, v in s.items()} for split, s in scores.items()},
-            "train_seconds": round(history.seconds, 1)}
+            "train_seconds": round(history.seconds, 1),
+            "curve": {"steps": history.steps, "total": [round(v, 5) for v in history.losses["total"]]}}
 
 
 ABLATIONS = {
@@ -83,7 +85,7 @@ ABLATIONS = {
                                      what="the box loss's weight λ, workflow 'frozen, then fine-tuned', 200 steps",
                                      run=lambda variant, seed: localizer_run("frozen, then fine-tuned",
                                                                              float(variant), seed)),
-    "localizer_workflows": Ablation(("scratch", "frozen", "frozen, then fine-tuned"),
+    "localizer_workflows": Ablation(("scratch", "frozen", "frozen, then fine-tuned", "pretrained, unfrozen"),
                                     what="how the pretrained backbone is used, λ = 1, 200 steps",
                                     run=lambda variant, seed: localizer_run(variant, 1.0, seed)),
 }

@@ -2,9 +2,11 @@
 the FCN with DistributedDataParallel (each process 4 images), then, on rank 0, the same step in
 one process on the union of the 8 images. Writes start.pt, ddp.pt and single.pt to argv[1].
 
-BatchNorm is frozen (torchvision's FrozenBatchNorm2d with the same statistics): in train mode
-each process would normalize with its own batch's statistics and the two steps would differ
-by design, not by a bug.
+argv[2] says how BatchNorm runs: "frozen" (the default; torchvision's FrozenBatchNorm2d with
+the same statistics), under which the two steps are equal; or "per-process" (BatchNorm in
+train mode, as the SSD of "Your data, more machines" trains on the CPU, where SyncBatchNorm
+has no kernels): each process then normalizes with its own 4 images' statistics, the single
+process with the 8 images', and the two steps differ by design, not by a bug.
 """
 import sys
 from pathlib import Path
@@ -30,9 +32,10 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def build() -> nn.Module:
+def build(batchnorm: str = "frozen") -> nn.Module:
     torch.manual_seed(0)
-    return freeze_batchnorm(fcn.BackboneFCN(4, pretrained_backbone=True))
+    model = fcn.BackboneFCN(4, pretrained_backbone=True)
+    return freeze_batchnorm(model) if batchnorm == "frozen" else model
 
 
 def one_step(model: nn.Module, images, targets) -> nn.Module:
@@ -42,21 +45,22 @@ def one_step(model: nn.Module, images, targets) -> nn.Module:
     return model
 
 
-def main(out: Path) -> None:
+def main(out: Path, batchnorm: str = "frozen") -> None:
+    assert batchnorm in ("frozen", "per-process"), batchnorm
     context = distributed.init("cpu")
     images, targets = data.collate_detection([data.make_split("train", 8)[i] for i in range(8)])
     assert not any((t["semantic"] == 255).any() for t in targets)  # equal pixel counts: mean of means = mean
     mine = slice(4 * context.rank, 4 * context.rank + 4)
-    model = distributed.wrap(build(), context)
+    model = distributed.wrap(build(batchnorm), context)
     if context.is_main:
         torch.save(distributed.unwrap(model).state_dict(), out / "start.pt")
     one_step(model, images[mine], targets[mine])
     if context.is_main:
         torch.save(distributed.unwrap(model).state_dict(), out / "ddp.pt")
-        torch.save(one_step(build(), images, targets).state_dict(), out / "single.pt")
+        torch.save(one_step(build(batchnorm), images, targets).state_dict(), out / "single.pt")
     distributed.barrier(context)
     distributed.shutdown()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])

@@ -376,16 +376,42 @@ def test_check_shard_passes_the_solution_and_fails_planted_mistakes(capsys):
     from lessons_pkg.exercises import solutions
 
     assert exercises.check_shard(solutions.shard)
-    assert "all 7 cases pass" in capsys.readouterr().out
+    assert "all 8 cases pass" in capsys.readouterr().out
 
-    def contiguous(n, w, r):                       # blocks instead of every W-th index
+    def order(n, seed):
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def padded(indices, w):
+        total = math.ceil(len(indices) / w) * w
+        while len(indices) < total:
+            indices += indices[:total - len(indices)]
+        return indices
+
+    def per_rank_seed(n, w, r, e, s=0):           # each process its own permutation
+        return torch.tensor(padded(order(n, s + e + r), w)[r::w])
+
+    def same_every_epoch(n, w, r, e, s=0):        # the epoch forgotten
+        return torch.tensor(padded(order(n, s), w)[r::w])
+
+    def unshuffled_padding(n, w, r, e, s=0):      # pads with 0, 1, ... instead of the order's start
+        indices = order(n, s + e)
+        total = math.ceil(n / w) * w
+        return torch.tensor((indices + list(range(total - n)))[r::w])
+
+    def contiguous(n, w, r, e, s=0):              # blocks instead of every W-th position
         per = math.ceil(n / w)
-        return torch.tensor([(r * per + i) % n for i in range(per)])
+        return torch.tensor(padded(order(n, s + e), w)[r * per:(r + 1) * per])
 
-    def unpadded(n, w, r):                         # the last ranks read fewer images (DDP would hang)
-        return torch.arange(r, n, w)
+    def unshuffled(n, w, r, e, s=0):              # the text's unshuffled sampler
+        return torch.tensor(padded(list(range(n)), w)[r::w])
 
+    assert not exercises.check_shard(per_rank_seed)
+    assert "every process must draw the same one" in capsys.readouterr().out
+    assert not exercises.check_shard(same_every_epoch)
+    assert "a different one each epoch" in capsys.readouterr().out
+    assert not exercises.check_shard(unshuffled_padding)
+    assert "right until the padding" in capsys.readouterr().out
     assert not exercises.check_shard(contiguous)
-    assert "rank 0: expected the indices [0, 2, 4, 6, 8]" in capsys.readouterr().out
-    assert not exercises.check_shard(unpadded)
-    assert "padded to 12" in capsys.readouterr().out
+    assert "a block of consecutive positions" in capsys.readouterr().out
+    assert not exercises.check_shard(unshuffled)
+    assert "the unshuffled indices" in capsys.readouterr().out

@@ -164,6 +164,20 @@ def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
     assert moved > 10   # the step changed the weights (the comparison is not of two untouched models)
 
 
+def test_with_per_process_batchnorm_the_ddp_step_is_not_the_union_step(tmp_path):
+    """The condition of the equality above, tested: BatchNorm in train mode in each process (the
+    planted fault: what the page's SSD does on the CPU, where SyncBatchNorm has no kernels)
+    normalizes each process's 4 images with their own statistics, and the DDP step then
+    differs from the union's by far more than float rounding."""
+    result = torchrun([str(ROOT / "tests" / "ddp_step.py"), str(tmp_path), "per-process"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    gap = max((ddp[k].float() - v.float()).abs().max().item() for k, v in single.items()
+              if v.is_floating_point() and "running" not in k)
+    assert gap > 1e-3, f"per-process BatchNorm changed the step by only {gap:.2e}"
+
+
 @pytest.mark.cuda
 def test_amp_on_cuda_trains_and_records_it(tmp_path):
     assert main(["ssd", "--out", str(tmp_path), *TINY, "--amp", "--device", "cuda"]) == 0
@@ -185,7 +199,9 @@ def test_throughput_benchmark_writes_its_record_and_keeps_an_existing_one(tmp_pa
     from lessons_pkg.train import throughput
 
     out = tmp_path / "t.json"
-    record = throughput.main(["--steps", "2", "--batch-size", "1", "--device", "cpu", "--out", str(out)])
+    record = throughput.main(["--steps", "2", "--batch-size", "1", "--device", "cpu", "--out", str(out),
+                              "--repeats", "2"])
+    assert all(len(r["repeats"]) == len(r["speedups"]) == 2 and r["spread"] >= 0 for r in record["runs"])
     assert [(r["processes"], r["threads_per_process"]) for r in record["runs"]][:2] == [(1, 1), (1, os.cpu_count())] \
         or os.cpu_count() == 1
     assert all(r["images_per_second"] > 0 for r in record["runs"]) and record["runs"][0]["speedup"] == 1

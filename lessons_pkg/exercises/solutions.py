@@ -241,15 +241,17 @@ def centernet_heatmap(boxes: Tensor, labels: Tensor, num_classes: int, map_size:
     return heat
 
 
-def shard(num_samples: int, world_size: int, rank: int) -> Tensor:
-    """The indices process ``rank`` of ``world_size`` reads in one epoch, no shuffling: the index
-    list padded by repeating its start to a multiple of the world size, then every
-    ``world_size``-th index from ``rank`` (what DistributedSampler does)."""
+def shard(num_samples: int, world_size: int, rank: int, epoch: int, seed: int = 0) -> Tensor:
+    """The indices process ``rank`` of ``world_size`` reads in epoch ``epoch``, shuffled: one
+    permutation that every process draws alike (a generator seeded with what they all know,
+    ``seed + epoch``), padded by repeating its start to a multiple of the world size, then
+    every ``world_size``-th position from ``rank`` (what DistributedSampler does)."""
+    generator = torch.Generator().manual_seed(seed + epoch)              # not the rank: one order for all
+    order = torch.randperm(num_samples, generator=generator).tolist()
     total = math.ceil(num_samples / world_size) * world_size
-    indices = list(range(num_samples))
-    while len(indices) < total:                                          # pad: every process the same count
-        indices += indices[:total - len(indices)]
-    return torch.tensor(indices[rank:total:world_size], dtype=torch.int64)
+    while len(order) < total:                                            # pad: every process the same count
+        order += order[:total - len(order)]
+    return torch.tensor(order[rank:total:world_size], dtype=torch.int64)
 
 
 SOLUTIONS = {  # checker -> its worked solution

@@ -267,19 +267,22 @@ class SingleObjectTensors(Dataset):
 
 
 # ----------------------------------------------------------------------------- the chapter's workflows
-WORKFLOWS = ("scratch", "frozen", "frozen, then fine-tuned")
+WORKFLOWS = ("scratch", "frozen", "frozen, then fine-tuned", "pretrained, unfrozen")
 
 
 def train_workflow(train_set: Dataset, workflow: str, box_weight: float = 1.0, steps: int = 200,
                    batch_size: int = 32, seed: int = 0, lr: float = 3e-3, finetune_lr: float = 2e-3,
                    progress: bool = False):
-    """Train a :class:`Localizer` by one of the three ways of building on a pretrained backbone
-    (the chapter's comparison, and its seed replicas in :mod:`lessons_pkg.ablations`):
+    """Train a :class:`Localizer` from scratch or by one of the three ways of building on a
+    pretrained backbone (the chapter's comparison, and its seed replicas in
+    :mod:`lessons_pkg.ablations`):
 
     - "scratch": random backbone, everything trained for ``steps``;
     - "frozen": the pretrained backbone fixed, the new heads trained for ``steps``;
     - "frozen, then fine-tuned": "frozen" for ``steps // 2``, then everything together for the
-      rest with the smaller ``finetune_lr``.
+      rest with the smaller ``finetune_lr``;
+    - "pretrained, unfrozen": "scratch" with the pretrained backbone: everything trained from
+      step 0 at ``lr`` (the one change from "scratch" is where the backbone's weights start).
 
     ``seed`` fixes the initial heads and the batches (the second phase draws with ``seed + 1``).
     Returns (model, History).
@@ -293,6 +296,9 @@ def train_workflow(train_set: Dataset, workflow: str, box_weight: float = 1.0, s
     loader = train.make_loader(train_set, batch_size, drop_last=True)
     fit = dict(lr=lr, warmup_steps=10, progress=progress, seed=seed)
     if workflow == "scratch":
+        return model, train.fit(model, loader, steps, **fit)
+    if workflow == "pretrained, unfrozen":
+        model.load_backbone()
         return model, train.fit(model, loader, steps, **fit)
     model.load_backbone().freeze_backbone()
     if workflow == "frozen":
