@@ -368,6 +368,24 @@ def mean_average_precision(preds: list[dict], targets: list[dict], iou_type: str
     return out
 
 
+def recall_at_iou(preds: list[dict], targets: list[dict], iou_threshold: float = 0.5, max_dets: int = 100,
+                  iou_type: str = "bbox") -> float:
+    """COCO's recall at one IoU threshold: the share of gts that some det matches at IoU >=
+    ``iou_threshold`` (one of IOU_THRESHOLDS), by COCO's greedy matching, the ``max_dets``
+    (one of MAX_DETS) best dets per image and class counted, area "all", averaged over the
+    classes that have gts. ``mar_100`` is this averaged over the ten thresholds .50:.95, so it
+    rewards tight boxes; at 0.5 it counts the objects found. pycocotools:
+    mean of ``E.eval["recall"][t, k, 0, l]`` over the classes k where it is not -1."""
+    matches = torch.isclose(IOU_THRESHOLDS, torch.tensor(float(iou_threshold), dtype=torch.float64))
+    if not matches.any():
+        raise ValueError(f"iou_threshold must be one of COCO's {[round(t, 2) for t in IOU_THRESHOLDS.tolist()]}, "
+                         f"got {iou_threshold}")
+    if max_dets not in MAX_DETS:
+        raise ValueError(f"max_dets must be one of {MAX_DETS}, got {max_dets}")
+    recall = mean_average_precision(preds, targets, iou_type)["recall"]     # [T, K, A, L]
+    return _mean_valid(recall[int(matches.nonzero()[0, 0]), :, 0, MAX_DETS.index(max_dets)])
+
+
 def precision_recall_curve(preds: list[dict], targets: list[dict], iou_threshold: float = 0.5,
                            label: int | None = None, iou_type: str = "bbox"):
     """The raw precision-recall curve that COCO's AP summarizes, at one IoU threshold.

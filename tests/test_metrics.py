@@ -175,6 +175,24 @@ def test_map_matches_pycocotools_on_random_scenes(seed, iou_type):
     assert_matches_coco(preds, targets, iou_type)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_recall_at_iou_matches_pycocotools(seed):
+    """recall_at_iou(0.5) is COCOeval's recall at IoU 0.5, area all, 100 dets, over the classes;
+    at 0.75 (and with 10 dets) it differs from 0.5's: the index is not fixed (a planted fault)."""
+    preds, targets = random_scene(seed, with_masks=seed % 2 == 0)
+    E = coco_reference(preds, targets, "bbox")
+    for t, threshold in ((0, 0.5), (5, 0.75)):
+        for l, max_dets in enumerate(metrics.MAX_DETS):
+            r = E.eval["recall"][t, :, 0, l]
+            expected = r[r > -1].mean() if (r > -1).any() else -1
+            assert metrics.recall_at_iou(preds, targets, threshold, max_dets) == pytest.approx(expected, abs=1e-12)
+    assert metrics.recall_at_iou(preds, targets, 0.5) >= metrics.mean_average_precision(preds, targets)["mar_100"]
+    with pytest.raises(ValueError, match="one of COCO's"):
+        metrics.recall_at_iou(preds, targets, 0.52)
+    with pytest.raises(ValueError, match="max_dets"):
+        metrics.recall_at_iou(preds, targets, 0.5, max_dets=50)
+
+
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_map_matches_pycocotools_beyond_100_detections(iou_type):
     # 150 dets per image and class: COCO keeps the best 100 of each, and AR@1/10 cut further

@@ -226,6 +226,16 @@ def test_focal_loss_by_hand():
                                                                             focal_alpha=0.5))["loss_cls"]
     ce = torch.nn.functional.cross_entropy(logits[0], torch.tensor([2, 0, 0]), reduction="sum")
     torch.testing.assert_close(half_ce, 0.5 * ce)
+    # focal_alpha None: no α weighting (Lin et al.'s eq. 4), every box weighs 1
+    unweighted = ssd.ssd_loss(logits, deltas, anchors, targets, ssd.SSDConfig(negatives="focal", focal_gamma=2.0,
+                                                                              focal_alpha=None))["loss_cls"]
+    expected = 0.0
+    for row, true in ((logits[0, 0], 2), (logits[0, 1], 0), (logits[0, 2], 0)):
+        p = math.exp(row[true]) / sum(math.exp(v) for v in row.tolist())
+        expected += -(1 - p) ** 2 * math.log(p)
+    assert unweighted.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="focal_alpha"):
+        ssd.SSDConfig(focal_alpha=1.5)
     box = box_ops.encode_boxes(targets[0]["boxes"], anchors[:1], ssd.BOX_WEIGHTS)
     torch.testing.assert_close(losses["loss_box"], torch.nn.functional.smooth_l1_loss(
         torch.zeros(1, 4), box, beta=1.0, reduction="sum"))

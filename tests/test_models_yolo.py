@@ -245,3 +245,23 @@ def test_overfits_four_images():
     scores = metrics.mean_average_precision(preds, targets)
     print(f"overfit: mAP@0.5 {scores['map_50']:.3f}, mAP {scores['map']:.3f}, {seconds:.1f} s")
     assert scores["map_50"] >= 0.9
+
+
+def test_a_cell_sees_its_receptive_field_not_the_whole_image():
+    """The docstring's claim: unlike the paper's fully connected head, a cell's outputs depend on
+    a 151-pixel window only (after the per-image mean colour is subtracted): the corner cell reads
+    a 76 x 76 corner of a 128-pixel image, the centre cell (4, 4) every pixel, cell (3, 3) not."""
+    from lessons_pkg.models.backbone import normalize
+    torch.manual_seed(0)
+    model = yolo.YOLO(num_classes=4).eval()
+    x = normalize(torch.rand(1, 3, 128, 128)).requires_grad_(True)
+    raw = model.head(model.backbone.blocks(model.backbone.stem(x)))
+
+    def reach(i, j):
+        (grad,) = torch.autograd.grad(raw[0, i, j].sum(), x, retain_graph=True)
+        return grad[0].abs().sum(0) > 0
+
+    corner = reach(0, 0)
+    assert (int(corner.any(0).sum()), int(corner.any(1).sum())) == (76, 76)
+    assert corner[:76, :76].all()
+    assert reach(4, 4).all() and not reach(3, 3).all()

@@ -71,7 +71,7 @@ class SSDConfig:
     neg_pos_ratio: int = 3
     negatives: str = "hard"            # "hard" (the paper), "focal" (RetinaNet's loss) or "random"
     min_negatives: int = 0             # negatives per image at least ("hard", "random"); see ssd_loss
-    focal_alpha: float = 0.25
+    focal_alpha: float | None = 0.25   # None: no α weighting (the focal loss paper's eq. 4)
     focal_gamma: float = 2.0
     score_threshold: float = 0.01
     nms_threshold: float = 0.45
@@ -95,6 +95,8 @@ class SSDConfig:
         if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         for name in ("iou_threshold", "nms_threshold", "score_threshold", "focal_alpha"):
+            if getattr(self, name) is None and name == "focal_alpha":
+                continue
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.focal_gamma < 0:
@@ -190,7 +192,8 @@ def ssd_loss(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, ta
               to it when min_negatives = 0);
           "random": the same, with that many negatives picked uniformly at random;
           "focal": softmax focal loss on all D boxes, -alpha_t (1 - p_t)^gamma log p_t with
-              alpha_t = focal_alpha for objects and 1 - focal_alpha for background.
+              alpha_t = focal_alpha for objects and 1 - focal_alpha for background (Lin et
+              al. 2017, eq. 5); focal_alpha None: alpha_t = 1 for every box (their eq. 4).
         Without objects the box loss is exactly 0 (and so is "hard"'s and "random"'s
         classification loss when min_negatives = 0, torchvision's choice: an image without
         objects then trains nothing; set min_negatives = 3, say, to train its background).
@@ -226,7 +229,10 @@ def ssd_loss(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, ta
     ce = F.cross_entropy(class_logits.reshape(b * d, k), labels.reshape(-1), reduction="none").view(b, d)
     if config.negatives == "focal":
         p_true = torch.exp(-ce)
-        alpha = torch.where(positive, config.focal_alpha, 1.0 - config.focal_alpha).to(ce.dtype)
+        if config.focal_alpha is None:
+            alpha = torch.ones_like(ce)
+        else:
+            alpha = torch.where(positive, config.focal_alpha, 1.0 - config.focal_alpha).to(ce.dtype)
         loss_cls = (alpha * (1 - p_true).clamp(min=0) ** config.focal_gamma * ce).sum() / normalizer
         return {"loss_box": loss_box, "loss_cls": loss_cls}
     if config.negatives == "hard":

@@ -8,8 +8,11 @@ proposals, no anchors:
   1. backbone: image -> feature map (the course's residual backbone, stride 16: a 128-pixel
      image gives an 8 x 8 grid of 16-pixel cells);
   2. head: a few convolutions, then a 1x1 conv to K * 5 + C numbers per cell. The paper ends
-     with two fully connected layers over a 7 x 7 map; a convolutional head gives the same
-     per-cell output tensor, S x S x (K * 5 + C), with far fewer weights, at any image size;
+     with two fully connected layers over a 7 x 7 x 1024 map (its section 2.1), so each cell's
+     numbers are computed from the whole image. The convolutional head keeps the output
+     layout, S x S x (K * 5 + C), not that: a cell sees its receptive field only (151 pixels
+     wide with the course's backbone, so on a 128-pixel image only the cells near the centre
+     reach every pixel), with fewer weights and at any image size;
   3. training (:func:`encode_targets`, :func:`yolo_loss`): each object belongs to the cell
      that holds its centre; of that cell's K predictors, the one whose box overlaps the object
      most is *responsible* for it; a sum-squared loss pulls the responsible box onto the object
@@ -20,8 +23,9 @@ proposals, no anchors:
 
 One limit comes with the grid: a cell holds one class distribution, so it describes one
 object. When two objects' centres fall in one cell, :func:`encode_targets` keeps the larger
-and the other is never learned (:func:`dropped_objects` counts them); small, clustered objects
-suffer most, the weakness that YOLOv2's anchors and SSD's multi-scale maps address.
+and the other is never learned (:func:`dropped_objects` counts them). The paper names the
+limit: the model "struggles with small objects that appear in groups" (its section 2.4);
+YOLOv2 predicts a class for every anchor box, so one cell can hold several objects.
 
 Parametrization of predictor k in cell (i, j) (row i, column j), from its raw outputs
 (tx, ty, tw, th, tc):
