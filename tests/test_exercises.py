@@ -6,17 +6,35 @@ import torchvision
 from lessons_pkg import exercises, metrics
 
 
-def test_check_masks_to_boxes(capsys):
-    def right(masks):
+def test_check_visible_boxes_passes_the_solution_and_fails_planted_mistakes(capsys):
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_visible_boxes(solutions.visible_boxes)
+    assert "all 9 cases pass" in capsys.readouterr().out
+
+    def plus_one_only(masks, min_visible):        # the whole silhouettes: no occlusion at all
         if masks.shape[0] == 0:
             return torch.zeros(0, 4)
         return torchvision.ops.masks_to_boxes(masks) + torch.tensor([0.0, 0, 1, 1])
 
-    assert exercises.check_masks_to_boxes(right)
-    assert "all 5 cases pass" in capsys.readouterr().out
-    assert not exercises.check_masks_to_boxes(torchvision.ops.masks_to_boxes)
-    assert "single pixel" in capsys.readouterr().out
-    assert not exercises.check_masks_to_boxes(lambda m: 1 / 0)
+    def earlier_on_top(masks, min_visible):       # the painting order reversed
+        return solutions.visible_boxes(masks.flip(0), min_visible).flip(0)
+
+    def last_index(masks, min_visible):           # torchvision's convention: x2 is the last pixel
+        return solutions.visible_boxes(masks, min_visible) - torch.tensor([0.0, 0, 1, 1])
+
+    def strictly_above(masks, min_visible):       # keeps only objects *above* min_visible
+        return solutions.visible_boxes(masks, min_visible + 1e-6)
+
+    assert not exercises.check_visible_boxes(plus_one_only)
+    assert "half covered by a later one" in capsys.readouterr().out
+    assert not exercises.check_visible_boxes(earlier_on_top)
+    assert "cases wrong" in capsys.readouterr().out
+    assert not exercises.check_visible_boxes(last_index)
+    assert "a single pixel at row 3, column 5: a box of width 1" in capsys.readouterr().out
+    assert not exercises.check_visible_boxes(strictly_above)
+    assert "exactly 0.5: kept" in capsys.readouterr().out
+    assert not exercises.check_visible_boxes(lambda m, v: 1 / 0)
     assert "raised ZeroDivisionError" in capsys.readouterr().out
 
 
@@ -90,6 +108,8 @@ def test_check_encode_boxes(capsys):
 
     assert not exercises.check_encode_boxes(corners_not_centres)
     assert "twice as tall" in capsys.readouterr().out
+    assert not exercises.check_encode_boxes(lambda g, p: boxes.encode_boxes(g, p, (1.0, 1.0, 1.0, 1.0)))
+    assert "dx = 10 * 8 / 40 = 2" in capsys.readouterr().out   # the weights (10, 10, 5, 5) forgotten
 
 
 def upsample2(x, clamp=True):
@@ -124,6 +144,12 @@ def test_check_pareto_front(capsys):
     assert not exercises.check_pareto_front(strict_only)
     assert "equally fast, less accurate" in capsys.readouterr().out
 
+    def no_worse_dominates(ms, acc):  # forgets "strictly better in one": identical ones knock each other out
+        return ~((ms[None, :] <= ms[:, None]) & (acc[None, :] >= acc[:, None])).fill_diagonal_(False).any(dim=1)
+
+    assert not exercises.check_pareto_front(no_worse_dominates)
+    assert "two identical detectors" in capsys.readouterr().out
+
 
 def test_check_hard_negatives_agrees_with_the_ssd_loss(capsys):
     """The checker's loop is the rule of ssd.ssd_loss(negatives="hard"): the loss over the
@@ -141,6 +167,13 @@ def test_check_hard_negatives_agrees_with_the_ssd_loss(capsys):
     assert "all 5 cases pass" in capsys.readouterr().out
     assert not exercises.check_hard_negatives(lambda ce, pos, r: vectorized(ce, torch.zeros_like(pos), r) & ~pos)
     assert "should" in capsys.readouterr().out
+
+    def over_the_batch(ce, positive, ratio):   # one ranking over all images, not per image
+        flat = vectorized(ce.reshape(1, -1), positive.reshape(1, -1), ratio)
+        return flat.view_as(positive)
+
+    assert not exercises.check_hard_negatives(over_the_batch)
+    assert "three images, one without objects" in capsys.readouterr().out
 
     torch.manual_seed(0)
     model = ssd.SSD(num_classes=4)
@@ -169,10 +202,10 @@ def test_check_mask_target(capsys):
         t = (torch.arange(size) + 0.5) / size
         gx, gy = 2 * (x1 + t * (x2 - x1)) / w - 1, 2 * (y1 + t * (y2 - y1)) / h - 1
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
-        return F.grid_sample(mask[None, None], grid, align_corners=False)[0, 0]
+        return F.grid_sample(mask[None, None], grid, align_corners=False, padding_mode="border")[0, 0]
 
     assert exercises.check_mask_target(right)
-    assert "all 5 cases pass" in capsys.readouterr().out
+    assert "all 6 cases pass" in capsys.readouterr().out
 
     def corners(mask, box, size):  # align_corners=True: half a pixel off
         h, w = mask.shape
@@ -185,54 +218,130 @@ def test_check_mask_target(capsys):
     assert not exercises.check_mask_target(corners)
     assert "should be" in capsys.readouterr().out
 
+    def sampled(mask, box, size, **options):   # the right grid, grid_sample's options varied
+        h, w = mask.shape
+        x1, y1, x2, y2 = box.tolist()
+        t = (torch.arange(size) + 0.5) / size
+        gx, gy = 2 * (x1 + t * (x2 - x1)) / w - 1, 2 * (y1 + t * (y2 - y1)) / h - 1
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+        return F.grid_sample(mask[None, None], grid, **options)[0, 0]
+
+    # the pitfall the page warns about: the flag set to True, nothing else changed
+    assert not exercises.check_mask_target(lambda *a: sampled(*a, align_corners=True, padding_mode="border"))
+    assert "these are the values of align_corners=True" in capsys.readouterr().out
+    # the default padding: zeros blend into the edge pixels' outer halves
+    assert not exercises.check_mask_target(lambda *a: sampled(*a, align_corners=False))
+    assert "padding_mode='zeros'" in capsys.readouterr().out
+
 
 # ----------------------------------------------------------------------------- stub exercises
 def stub(*args):
     raise NotImplementedError
 
 
-def test_a_stub_is_reported_not_implemented_yet(capsys):
-    assert not exercises.check_nms(stub)
-    assert "check_nms: not implemented yet" in capsys.readouterr().out
+@pytest.mark.parametrize("checker", sorted(exercises.CHECKERS))
+def test_every_checker_reports_a_stub_as_not_implemented_yet(checker, capsys):
+    assert getattr(exercises, checker)(stub) is False
+    out = capsys.readouterr().out
+    assert out.strip() == (f"{checker}: not implemented yet (the function still raises NotImplementedError): "
+                           "write its body, then run the check again.")
 
 
-def test_check_nms_passes_the_solution_and_fails_planted_mistakes(capsys):
+def test_a_stub_is_not_implemented_yet_even_where_a_checker_catches_the_readers_errors(capsys):
+    """check_miou and check_visible_boxes catch the reader's exceptions case by case; a stub
+    still gets one verdict, not "N of N cases wrong" (the planted fault: a checker without the
+    decorator would print that)."""
+    from lessons_pkg.exercises import _report, segmentation
+
+    assert not segmentation.check_miou.__wrapped__(stub)            # the undecorated checker
+    assert "6 of 6 cases wrong" in capsys.readouterr().out
+    assert not _report.checker(segmentation.check_miou.__wrapped__)(stub)
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_every_checker_has_a_test_that_fails_two_planted_wrong_solutions():
+    """Counted in the tests' source: ``assert not exercises.check_X(...)`` on something else
+    than the stub, at least twice for every checker."""
+    import re
+    from pathlib import Path
+
+    sources = "\n".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    for checker in exercises.CHECKERS:
+        planted = re.findall(rf"assert not exercises\.{checker}\((?!stub\))", sources)
+        assert len(planted) >= 2, f"{checker}: {len(planted)} planted wrong solution(s) proven to fail"
+
+
+def test_check_diou_passes_the_solution_and_fails_planted_mistakes(capsys):
     from lessons_pkg.boxes import box_iou
     from lessons_pkg.exercises import solutions
 
-    assert exercises.check_nms(solutions.nms)
-    assert "all 8 cases pass" in capsys.readouterr().out
+    assert exercises.check_diou(solutions.diou)
+    assert "all 9 cases pass" in capsys.readouterr().out
 
-    def at_threshold_too(boxes, scores, t):       # >= instead of >
-        order, iou = scores.argsort(descending=True, stable=True), box_iou(boxes, boxes)
-        gone, keep = torch.zeros(len(boxes), dtype=torch.bool), []
-        for i in order.tolist():
-            if not gone[i]:
-                keep.append(i)
-                gone |= iou[i] >= t
-        return torch.tensor(keep, dtype=torch.int64)
+    def diou(a, b, enclosing=True, clamp=True):
+        lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+        rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+        inter = (rb - lt).clamp(min=0).prod(-1) if clamp else (rb - lt).prod(-1)
+        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+        iou = inter / (area(a)[:, None] + area(b)[None, :] - inter)
+        rho2 = (((a[:, None, :2] + a[:, None, 2:]) - (b[None, :, :2] + b[None, :, 2:])) ** 2).sum(-1) / 4
+        if enclosing:
+            lt, rb = torch.minimum(a[:, None, :2], b[None, :, :2]), torch.maximum(a[:, None, 2:], b[None, :, 2:])
+        return iou - rho2 / ((rb - lt) ** 2).sum(-1).clamp(min=1e-7)
 
-    def in_index_order(boxes, scores, t):          # forgets to sort by score
-        iou = box_iou(boxes, boxes)
-        gone, keep = torch.zeros(len(boxes), dtype=torch.bool), []
-        for i in range(len(boxes)):
-            if not gone[i]:
-                keep.append(i)
-                gone |= iou[i] > t
-        return torch.tensor(keep, dtype=torch.int64)
+    assert exercises.check_diou(diou)                                        # the harness itself is right
+    capsys.readouterr()
+    assert not exercises.check_diou(lambda a, b: diou(a, b, enclosing=False))   # the intersection's diagonal
+    assert "half overlap" in capsys.readouterr().out
+    assert not exercises.check_diou(lambda a, b: diou(a, b, clamp=False))       # IoU without the clamp
+    assert "apart in x but overlapping in y" in capsys.readouterr().out
+    assert not exercises.check_diou(box_iou)                                    # plain IoU
+    assert "(their IoU is 0.3333), got 0.3333" in capsys.readouterr().out
 
-    def suppressed_still_suppress(boxes, scores, t):   # every box suppresses, kept or not
-        order, iou = scores.argsort(descending=True, stable=True), box_iou(boxes, boxes)
-        over = iou > t
-        keep = [i for n, i in enumerate(order.tolist()) if not over[i, order[:n]].any()]
-        return torch.tensor(keep, dtype=torch.int64)
 
-    assert not exercises.check_nms(at_threshold_too)
-    assert "exactly at the threshold" in capsys.readouterr().out
-    assert not exercises.check_nms(in_index_order)
-    assert "best first" in capsys.readouterr().out
-    assert not exercises.check_nms(suppressed_still_suppress)
-    assert "a chain" in capsys.readouterr().out
+def test_check_soft_nms_passes_the_solution_and_fails_planted_mistakes(capsys):
+    import math
+
+    from lessons_pkg.boxes import box_iou
+    from lessons_pkg.exercises import solutions
+
+    assert exercises.check_soft_nms(solutions.soft_nms)
+    assert "all 9 cases pass" in capsys.readouterr().out
+    # the checker's reference, by hand on the two-box case: 0.8 * exp(-0.5^2 / 0.5)
+    two = solutions.soft_nms(torch.tensor([[0.0, 0, 12, 10], [4.0, 0, 16, 10]]), torch.tensor([0.9, 0.8]), 0.5)
+    torch.testing.assert_close(two, torch.tensor([0.9, 0.8 * math.exp(-0.5)]))
+
+    def soft(boxes, scores, sigma, resort=True, power=2, every=True):
+        iou, current = box_iou(boxes, boxes), scores.clone().float()
+        order = scores.argsort(descending=True, stable=True).tolist()
+        chosen = torch.zeros(len(boxes), dtype=torch.bool)
+        for n in range(len(boxes)):
+            m = int(current.masked_fill(chosen, -math.inf).argmax()) if resort else order[n]
+            chosen[m] = True
+            if every or n == 0:
+                current = torch.where(chosen, current, current * torch.exp(-iou[m] ** power / sigma))
+        return current
+
+    assert exercises.check_soft_nms(soft)                                      # the harness itself is right
+    capsys.readouterr()
+    assert not exercises.check_soft_nms(lambda *a: soft(*a, resort=False))     # the original order, never re-sorted
+    assert "the best *current* score" in capsys.readouterr().out
+    assert not exercises.check_soft_nms(lambda *a: soft(*a, power=1))          # exp(-IoU / sigma)
+    assert "IoU 0.5" in capsys.readouterr().out
+    assert not exercises.check_soft_nms(lambda *a: soft(*a, every=False))      # only the best box decays the others
+    assert "box 1 (score 0.8500 before) should end with score 0.5743" in capsys.readouterr().out
+
+    def hard(boxes, scores, sigma):                                            # greedy NMS: suppressed scores set to 0
+        kept = torch.zeros(len(boxes), dtype=torch.bool)
+        kept[solutions_nms(boxes, scores)] = True
+        return torch.where(kept, scores, 0.0)
+
+    def solutions_nms(boxes, scores):
+        import torchvision
+        return torchvision.ops.nms(boxes, scores, 0.3)
+
+    assert not exercises.check_soft_nms(hard)
+    assert "cases wrong" in capsys.readouterr().out
 
 
 def test_check_roi_pool_box_passes_the_solution_and_fails_planted_mistakes(capsys):
@@ -415,3 +524,42 @@ def test_check_shard_passes_the_solution_and_fails_planted_mistakes(capsys):
     assert "a block of consecutive positions" in capsys.readouterr().out
     assert not exercises.check_shard(unshuffled)
     assert "the unshuffled indices" in capsys.readouterr().out
+
+
+def test_check_conv_transpose1d_fails_planted_mistakes(capsys):
+    import torch.nn.functional as F
+
+    from lessons_pkg.exercises import solutions
+
+    def overwrite(x, w, stride, padding, output_padding):   # copies written over each other, not added
+        full = x.new_zeros(x.shape[0], w.shape[1], (x.shape[-1] - 1) * stride + w.shape[-1] + output_padding)
+        for i in range(x.shape[-1]):
+            full[:, :, i * stride:i * stride + w.shape[-1]] = torch.einsum("bc,cok->bok", x[:, :, i], w)
+        return full[:, :, padding:full.shape[-1] - padding]
+
+    def flipped(x, w, stride, padding, output_padding):     # the kernel flipped (a convolution's habit)
+        return solutions.conv_transpose1d(x, w.flip(-1), stride, padding, output_padding)
+
+    def zeros_for_output_padding(x, w, stride, padding, output_padding):  # crop p both sides, then op zeros
+        out = solutions.conv_transpose1d(x, w, stride, 0, 0)
+        out = out[:, :, padding:out.shape[-1] - padding]
+        return F.pad(out, (0, output_padding))
+
+    def padding_at_the_end(x, w, stride, padding, output_padding):        # 2p cropped from the end
+        out = solutions.conv_transpose1d(x, w, stride, 0, output_padding)
+        return out[:, :, :out.shape[-1] - 2 * padding]
+
+    assert exercises.check_conv_transpose1d(solutions.conv_transpose1d)
+    capsys.readouterr()
+    assert not exercises.check_conv_transpose1d(overwrite)
+    assert "overlap" in capsys.readouterr().out
+    assert not exercises.check_conv_transpose1d(flipped)
+    assert "cases wrong" in capsys.readouterr().out
+    assert not exercises.check_conv_transpose1d(zeros_for_output_padding)
+    out = capsys.readouterr().out
+    assert "2 of 6 cases wrong" in out and "output_padding 1 (the other doubling layer)" in out, out
+    assert not exercises.check_conv_transpose1d(padding_at_the_end)
+    assert "padding 1 (the usual doubling layer)" in capsys.readouterr().out
+    assert not exercises.check_conv_transpose1d(
+        lambda x, w, s, p, op: F.conv_transpose1d(x, w, stride=s, padding=p, output_padding=op)[..., 1:])
+    assert "expected a result of shape" in capsys.readouterr().out

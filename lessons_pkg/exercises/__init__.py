@@ -17,9 +17,9 @@ import importlib
 import inspect
 
 CHECKERS = {  # checker -> the module (one per chapter) that defines it
-    "check_masks_to_boxes": "shapes",
-    "check_iou": "boxes",
-    "check_nms": "boxes",
+    "check_visible_boxes": "shapes",
+    "check_diou": "boxes",
+    "check_soft_nms": "boxes",
     "check_multitask_loss": "localization",
     "check_bilinear_upsample": "segmentation",
     "check_conv_transpose1d": "segmentation",

@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from ._report import check_cases
+from ._report import check_cases, checker
 
 
 def _cases() -> list[tuple]:
@@ -30,6 +30,7 @@ def _cases() -> list[tuple]:
     ]
 
 
+@checker
 def check_centernet_heatmap(fn: Callable) -> bool:
     """Checks ``fn(boxes: Tensor[N, 4], labels: int64 Tensor[N], num_classes: int, map_size: (h, w))
     -> Tensor[C, h, w]``, CenterNet's heatmap target of one image on the stride-4 map, against

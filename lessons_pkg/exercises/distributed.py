@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from ._report import check_cases
+from ._report import check_cases, checker
 
 
 def _cases() -> list[tuple]:
@@ -45,6 +45,7 @@ def _hint(got: list[int], n: int, world_size: int, rank: int, epoch: int, seed: 
             "when the run is repeated: what do all processes know alike?")
 
 
+@checker
 def check_shard(fn: Callable) -> bool:
     """Checks ``fn(num_samples, world_size, rank, epoch, seed) -> int64 Tensor[ceil(N / W)]``,
     the indices one process reads in one epoch with shuffling, against

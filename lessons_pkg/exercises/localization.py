@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from ._report import report
+from ._report import checker, report
 from ..models.localizer import multitask_loss
 
 def _loss_cases() -> list[tuple[str, tuple]]:
@@ -32,6 +32,7 @@ def _loss_cases() -> list[tuple[str, tuple]]:
     return cases
 
 
+@checker
 def check_multitask_loss(fn: Callable) -> bool:
     """Checks ``fn(class_logits, pred_boxes, labels, gt_boxes, box_weight) -> dict`` against
     :func:`lessons_pkg.models.localizer.multitask_loss`: {"loss_cls": cross-entropy with labels

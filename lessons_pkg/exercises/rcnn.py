@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from .. import boxes
-from ._report import check_cases
+from ._report import check_cases, checker
 
 
 def _encode_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -26,6 +26,7 @@ def _encode_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     ]
 
 
+@checker
 def check_encode_boxes(fn: Callable) -> bool:
     """Checks ``fn(gt: Tensor[K, 4], proposals: Tensor[K, 4]) -> Tensor[K, 4]``, the regression
     targets (dx, dy, dw, dh) of R-CNN with weights (10, 10, 5, 5), against
@@ -56,6 +57,7 @@ def _roi_pool_cases() -> list[tuple]:
     ]
 
 
+@checker
 def check_roi_pool_box(fn: Callable) -> bool:
     """Checks ``fn(feature: Tensor[C, H, W], box: Tensor[4], output_size: (PH, PW),
     spatial_scale: float) -> Tensor[C, PH, PW]``, RoI Pool of one box, against
@@ -91,6 +93,7 @@ def _anchor_cases() -> list[tuple]:
     ]
 
 
+@checker
 def check_anchor_labels(fn: Callable) -> bool:
     """Checks ``fn(iou: Tensor[G, A], high: float, low: float) -> int64 Tensor[A]``, Faster R-CNN's
     anchor labels (the matched object's index, -1 background, -2 ignored; each object's best

@@ -6,30 +6,36 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._report import check_cases, report
+from ._report import check_cases, checker, report
 
 
-def _conv_transpose1d_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
+def _conv_transpose1d_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int, int, int]]:
+    """(description, x, weight, stride, padding, output_padding)."""
     g = torch.Generator().manual_seed(2025)
     return [
-        ("stride 1: copies overlap by k - 1 (x = [1, 2], kernel [1, 10, 100])",
-         torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[1.0, 10.0, 100.0]]]), 1),
-        ("stride 2, kernel 3: neighbouring copies share one output (x = [1, 2, 3], kernel [1, 10, 100])",
-         torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[[1.0, 10.0, 100.0]]]), 2),
-        ("stride 3, kernel 2: copies leave gaps (zeros)", torch.randn(1, 1, 4, generator=g),
-         torch.randn(1, 1, 2, generator=g), 3),
-        ("stride 2, kernel 4, 3 input and 2 output channels, batch of 2", torch.randn(2, 3, 5, generator=g),
-         torch.randn(3, 2, 4, generator=g), 2),
-        ("a single input value (the output is the scaled kernel)", torch.tensor([[[-2.0]]]),
-         torch.tensor([[[1.0, 2.0, 3.0]]]), 2),
+        ("stride 2, kernel 3, no padding: neighbouring copies overlap at one output "
+         "(x = [1, 2, 3], kernel [1, 10, 100])",
+         torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[[1.0, 10.0, 100.0]]]), 2, 0, 0),
+        ("stride 2, kernel 4, padding 1 (the usual doubling layer), 3 input and 2 output channels, "
+         "batch of 2", torch.randn(2, 3, 5, generator=g), torch.randn(3, 2, 4, generator=g), 2, 1, 0),
+        ("stride 1, kernel 3, padding 2", torch.randn(1, 2, 6, generator=g), torch.randn(2, 1, 3, generator=g),
+         1, 2, 0),
+        ("stride 3, kernel 2, no padding, output_padding 2", torch.randn(1, 1, 4, generator=g),
+         torch.randn(1, 1, 2, generator=g), 3, 0, 2),
+        ("stride 2, kernel 3, padding 1, output_padding 1 (the other doubling layer): "
+         "Lo = (L - 1) s - 2p + k + op, so which positions of the sum of copies does it return?",
+         torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[[1.0, 10.0, 100.0]]]), 2, 1, 1),
+        ("stride 3, kernel 5, padding 2, output_padding 1, 2 input and 3 output channels",
+         torch.randn(1, 2, 4, generator=g), torch.randn(2, 3, 5, generator=g), 3, 2, 1),
     ]
 
 
+@checker
 def check_conv_transpose1d(fn: Callable) -> bool:
-    """Checks ``fn(x: Tensor[B, Cin, L], weight: Tensor[Cin, Cout, k], stride: int) ->
-    Tensor[B, Cout, (L - 1) * stride + k]``, a 1-D transposed convolution without padding or
-    bias, against ``F.conv_transpose1d``."""
-    def mismatch(got, expected, x, w, stride):
+    """Checks ``fn(x: Tensor[B, Cin, L], weight: Tensor[Cin, Cout, k], stride: int, padding: int,
+    output_padding: int) -> Tensor[B, Cout, (L - 1) * stride - 2 * padding + k + output_padding]``,
+    a 1-D transposed convolution without bias, against ``F.conv_transpose1d``."""
+    def mismatch(got, expected, x, w, stride, padding, output_padding):
         wrong = ~torch.isclose(got.to(expected.dtype), expected, atol=1e-5, rtol=1e-5)
         if not wrong.any():
             return None
@@ -37,8 +43,9 @@ def check_conv_transpose1d(fn: Callable) -> bool:
         return f"output[{b}, {c}, {j}] should be {expected[b, c, j]:.4f}, got {float(got[b, c, j]):.4f}"
 
     return check_cases("check_conv_transpose1d", fn, _conv_transpose1d_cases(),
-                       lambda x, w, stride: F.conv_transpose1d(x, w, stride=stride), mismatch,
-                       shape_hint=" (Lo = (L - 1) * stride + k)")
+                       lambda x, w, stride, padding, output_padding: F.conv_transpose1d(
+                           x, w, stride=stride, padding=padding, output_padding=output_padding),
+                       mismatch, shape_hint=" (Lo = (L - 1) * stride - 2 * padding + k + output_padding)")
 
 
 def _miou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
@@ -63,6 +70,7 @@ def _miou_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
     ]
 
 
+@checker
 def check_miou(fn: Callable) -> bool:
     """Checks ``fn(pred: int64[H, W], target: int64[H, W], num_classes: int) -> float``, the mean
     over classes of IoU = |pred == k and target == k| / |pred == k or target == k|, leaving out
@@ -95,6 +103,7 @@ def _upsample_cases() -> list[tuple[str, torch.Tensor]]:
     ]
 
 
+@checker
 def check_bilinear_upsample(fn: Callable) -> bool:
     """Checks ``fn(x: Tensor[B, C, H, W]) -> Tensor[B, C, 2H, 2W]``, bilinear upsampling by 2,
     against ``F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)``: output

@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from ._report import check_cases
+from ._report import check_cases, checker
 
 
 def _reference(ce: torch.Tensor, positive: torch.Tensor, ratio: int) -> torch.Tensor:
@@ -44,6 +44,7 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
     ]
 
 
+@checker
 def check_hard_negatives(fn: Callable) -> bool:
     """Checks ``fn(ce: Tensor[B, D], positive: bool Tensor[B, D], ratio: int) -> bool Tensor[B, D]``:
     for each image, the ``ratio`` x (its number of positives) negative default boxes of highest
@@ -84,6 +85,7 @@ def _yolo_reference(boxes, labels, grid_size, image_size) -> torch.Tensor:
                       enc["mask"][0, ..., None].float()], dim=-1)
 
 
+@checker
 def check_yolo_targets(fn: Callable) -> bool:
     """Checks ``fn(boxes: Tensor[N, 4], labels: int64 Tensor[N], grid_size: (S_h, S_w),
     image_size: (H, W)) -> Tensor[S_h, S_w, 6]``, YOLOv1's target grid: in the cell holding an

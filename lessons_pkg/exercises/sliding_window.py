@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._report import report
+from ._report import checker, report
 
 
 def _linear_cases() -> list[tuple[str, nn.Linear, int, int, tuple[int, int]]]:
@@ -21,6 +21,7 @@ def _linear_cases() -> list[tuple[str, nn.Linear, int, int, tuple[int, int]]]:
     ]
 
 
+@checker
 def check_linear_to_conv(fn: Callable) -> bool:
     """Checks ``fn(linear: nn.Linear, in_channels: int, kernel_size: int)``, which must return a
     module (an ``nn.Conv2d``) that computes ``linear`` on every k x k block of a

@@ -15,19 +15,20 @@ from torch import Tensor
 from ..boxes import box_iou
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """Greedy non-maximum suppression: Tensor[N, 4] xyxy, Tensor[N] -> int64 Tensor[K], the
-    indices kept, best score first (equal scores: lower index first)."""
-    order = torch.sort(scores, descending=True, stable=True).indices
+def soft_nms(boxes: Tensor, scores: Tensor, sigma: float) -> Tensor:
+    """Gaussian Soft-NMS (Bodla et al. 2017): Tensor[N, 4] xyxy, Tensor[N] -> Tensor[N], every
+    box's score after the decay, in the input's order. Greedy NMS removes the boxes that overlap
+    a chosen one; Soft-NMS multiplies their scores by exp(-IoU^2 / sigma) instead."""
     iou = box_iou(boxes, boxes)                       # [N, N], computed once
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
-    keep = []
-    for i in order.tolist():
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= iou[i] > iou_threshold          # only IoU *above* the threshold suppresses
-    return torch.tensor(keep, dtype=torch.int64)
+    current = scores.clone().float()
+    chosen = torch.zeros(len(boxes), dtype=torch.bool)
+    for _ in range(len(boxes)):
+        # the best *current* score among the boxes not chosen yet (argmax: the lower index on ties)
+        m = int(current.masked_fill(chosen, -float("inf")).argmax())
+        chosen[m] = True
+        decay = torch.exp(-iou[m] ** 2 / sigma)
+        current = torch.where(chosen, current, current * decay)   # chosen boxes keep their score
+    return current
 
 
 def _round_half_away(x: float) -> int:
@@ -96,24 +97,37 @@ def yolo_targets(boxes: Tensor, labels: Tensor, grid_size: tuple[int, int], imag
 
 
 # ----------------------------------------------------------------------------- the chapters' other exercises
-def masks_to_boxes(masks: Tensor) -> Tensor:
-    """uint8/bool Tensor[N, H, W] -> Tensor[N, 4] xyxy in pixel-edge coordinates: a mask's last
-    pixel ends one pixel after its index (torchvision's masks_to_boxes gives the index)."""
-    import torchvision
+def visible_boxes(masks: Tensor, min_visible: float) -> Tensor:
+    """The targets' boxes of a scene from its silhouettes uint8 Tensor[N, H, W] in painting order
+    (the last on top): each object's visible part is what the later masks leave uncovered; the
+    objects with at least min_visible of their silhouette visible (and one pixel) are kept, in
+    painting order, each as the tight xyxy box of its visible part (pixel-edge convention)."""
+    masks = masks.bool()
+    boxes = []
+    for i in range(len(masks)):
+        visible = masks[i] & ~masks[i + 1:].any(dim=0)         # only later masks cover it
+        area = int(visible.sum())
+        if area == 0 or area < min_visible * int(masks[i].sum()):
+            continue                                           # dropped only *below* the rule
+        rows = visible.any(dim=1).nonzero().flatten()
+        cols = visible.any(dim=0).nonzero().flatten()
+        # the last index + 1: pixel x covers [x, x + 1), so a one-pixel object has width 1
+        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
 
-    if masks.shape[0] == 0:
-        return torch.zeros((0, 4))
-    return torchvision.ops.masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
 
-
-def iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of xyxy boxes: Tensor[N, 4], Tensor[M, 4] -> Tensor[N, M]."""
-    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    return inter / (area1[:, None] + area2[None, :] - inter)
+def diou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise Distance-IoU of xyxy boxes (Zheng et al. 2020): IoU - rho^2 / c^2, rho the
+    distance between the centres, c the diagonal of the smallest enclosing box."""
+    iou = box_iou(boxes1, boxes2)                                          # [N, M]
+    centre1 = (boxes1[:, :2] + boxes1[:, 2:]) / 2
+    centre2 = (boxes2[:, :2] + boxes2[:, 2:]) / 2
+    rho2 = ((centre1[:, None] - centre2[None]) ** 2).sum(-1)
+    # the *enclosing* box: the smaller top-left corner, the larger bottom-right one
+    lt = torch.minimum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.maximum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    c2 = ((rb - lt) ** 2).sum(-1)
+    return iou - rho2 / c2.clamp(min=1e-7)
 
 
 def multitask_loss(class_logits: Tensor, pred_boxes: Tensor, labels: Tensor, gt_boxes: Tensor,
@@ -181,7 +195,9 @@ def mask_target(mask: Tensor, box: Tensor, size: int) -> Tensor:
     # align_corners=False: -1 and 1 are the outer *edges* of the image (pixel-edge coordinates)
     gx, gy = 2 * xs / width - 1, 2 * ys / height - 1
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
-    return F.grid_sample(mask[None, None].float(), grid, align_corners=False)[0, 0]
+    # border: a sample in the outer half pixel takes the edge pixel's value (as RoI Align does)
+    return F.grid_sample(mask[None, None].float(), grid, align_corners=False,
+                         padding_mode="border")[0, 0]
 
 
 def miou(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -195,16 +211,21 @@ def miou(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     return torch.stack(ious).float().mean()
 
 
-def conv_transpose1d(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+def conv_transpose1d(x: Tensor, weight: Tensor, stride: int, padding: int, output_padding: int) -> Tensor:
     """Transposed convolution as scatter-add: each input value adds a scaled copy of the kernel
-    at stride steps. x Tensor[B, Cin, L], weight Tensor[Cin, Cout, k] -> Tensor[B, Cout, (L - 1) s + k]."""
+    at stride steps; padding crops the sum of copies, output_padding returns op more of it.
+    x Tensor[B, Cin, L], weight Tensor[Cin, Cout, k] -> Tensor[B, Cout, (L - 1) s - 2p + k + op]."""
     b, _, length = x.shape
     cout, k = weight.shape[1], weight.shape[2]
-    out = x.new_zeros(b, cout, (length - 1) * stride + k)
+    # the whole sum of copies, and op zeros after it (where no copy reaches)
+    out = x.new_zeros(b, cout, (length - 1) * stride + k + output_padding)
     for i in range(length):
         copy = torch.einsum("bc,cok->bok", x[:, :, i], weight)
         out[:, :, i * stride:i * stride + k] += copy            # overlapping copies add up
-    return out
+    size = (length - 1) * stride - 2 * padding + k + output_padding
+    # p cropped at the start; at the end p - op of the sum cropped (the op positions are the
+    # sum's own, or zeros past its end)
+    return out[:, :, padding:padding + size]
 
 
 def upsample2(x: Tensor) -> Tensor:
@@ -255,7 +276,7 @@ def shard(num_samples: int, world_size: int, rank: int, epoch: int, seed: int = 
 
 
 SOLUTIONS = {  # checker -> its worked solution
-    "check_masks_to_boxes": masks_to_boxes, "check_iou": iou, "check_nms": nms,
+    "check_visible_boxes": visible_boxes, "check_diou": diou, "check_soft_nms": soft_nms,
     "check_multitask_loss": multitask_loss, "check_linear_to_conv": linear_to_conv,
     "check_encode_boxes": encode_boxes, "check_roi_pool_box": roi_pool_box,
     "check_anchor_labels": anchor_labels, "check_hard_negatives": hard_negatives,

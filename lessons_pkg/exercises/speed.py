@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from ..metrics import pareto_front
-from ._report import check_cases
+from ._report import check_cases, checker
 
 
 def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -24,6 +24,7 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     ]
 
 
+@checker
 def check_pareto_front(fn: Callable) -> bool:
     """Checks ``fn(ms: Tensor[N], accuracy: Tensor[N]) -> bool Tensor[N]`` (True on the
     speed/accuracy front) against ``lessons_pkg.metrics.pareto_front``."""
