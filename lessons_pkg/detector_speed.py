@@ -177,6 +177,124 @@ def plot_time_to_quality(curves: dict[str, list[dict]], ax: plt.Axes | None = No
                         {"map_50": "test mAP@0.5", "map": "test mAP@[.5:.95]"}[key], legend, "lower right")
 
 
+# ----------------------------------------------------------------------------- cost per step
+@dataclass
+class StepCost:
+    """One recipe's training cost on this machine, measured beside the others in one run."""
+    recipe: str
+    batch_size: int
+    ms_per_step: float          # median of the timed optimizer steps
+    step_ms: list[float]        # every timed step, in the order taken
+    one_off_ms_per_image: dict  # {"render": ..., "proposals": ...}: once per training image
+    num_train_images: int       # the recipe's: how many images pay the one-off costs
+    threads: int
+
+    @property
+    def one_off_seconds(self) -> float:
+        """What the recipe pays once, before its first step: every training image rendered
+        (and, with proposals, searched), at the measured cost per image."""
+        return sum(self.one_off_ms_per_image.values()) * self.num_train_images / 1e3
+
+    def seconds(self, steps: int, one_off: bool = True) -> float:
+        """Training seconds of ``steps`` steps in this currency (plus the one-off costs)."""
+        return steps * self.ms_per_step / 1e3 + (self.one_off_seconds if one_off else 0.0)
+
+
+def cost_per_step(recipes=tuple(DETECTORS), steps: int = 4, warmup: int = 2, num_images: int = 16,
+                  device: torch.device | str = "cpu") -> dict[str, StepCost]:
+    """The training cost per optimizer step of several recipes, measured side by side in one run
+    on this machine (the same process, threads and load), so that the costs compare.
+
+    ``recipes``: names in :data:`checkpoints.RECIPES`, or a dict name -> :class:`checkpoints.Recipe`.
+    Each recipe's model is built as its recipe builds it (``Recipe.build(pretrained=True)``,
+    seeded with its seed) and trained by ``train.fit`` with its optimizer settings on batches of
+    its batch size from the first ``num_images`` images of its training data (rendered, and with
+    ``proposals`` searched, up front: those are one-off costs, timed per image and kept apart).
+    ``warmup`` untimed steps each, then ``steps`` timed steps each, interleaved: one step of
+    every recipe per round, the order rotated each round, so a change of the machine's load
+    falls on every recipe alike. Returns name -> :class:`StepCost` (``ms_per_step``: the median).
+    """
+    from .models import rcnn
+    from .train.__main__ import make_train_loader, shapes_training_set
+    from .train.distributed import Context
+
+    if steps < 1 or warmup < 0 or num_images < 1:
+        raise ValueError(f"steps >= 1, warmup >= 0 and num_images >= 1 needed; got {steps}, {warmup}, {num_images}")
+    chosen = dict(recipes) if isinstance(recipes, dict) else {}
+    for name in ([] if isinstance(recipes, dict) else recipes):
+        if name not in checkpoints.RECIPES:
+            raise ValueError(f"unknown recipe {name!r}; choose from {sorted(checkpoints.RECIPES)}")
+        chosen[name] = checkpoints.RECIPES[name]
+    device = torch.device(device)
+    datasets: dict[tuple, tuple] = {}   # recipes that train on the same images share them
+    runs = {}
+    for name, recipe in chosen.items():
+        key = (recipe.config, recipe.crop_size, recipe.proposals, min(num_images, recipe.num_train_images))
+        if key not in datasets:
+            dataset = shapes_training_set(recipe, key[-1])
+            start = time.perf_counter()
+            for i in range(len(dataset)):
+                dataset[i]
+            one_off = {"render": (time.perf_counter() - start) * 1e3 / len(dataset)}
+            if recipe.proposals:
+                dataset = rcnn.WithProposals(dataset)
+                start = time.perf_counter()
+                for i in range(len(dataset)):
+                    dataset[i]
+                one_off["proposals"] = (time.perf_counter() - start) * 1e3 / len(dataset)
+            datasets[key] = dataset, one_off
+        dataset, one_off = datasets[key]
+        train.seed_everything(recipe.seed)
+        model = recipe.build(pretrained=True).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        runs[name] = {"recipe": recipe, "model": model, "one_off": one_off, "done": 0, "times": [],
+                      "optimizer": torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4),
+                      "batches": train.BatchStream(make_train_loader(dataset, recipe.batch_size, recipe.seed,
+                                                                     Context(), workers=0))}
+
+    def one_step(run: dict) -> float:
+        """The recipe's next step (its warm-up schedule) by ``train.fit``; its milliseconds."""
+        recipe, done = run["recipe"], run["done"]
+        start = time.perf_counter()
+        train.fit(run["model"], None, steps=done + 1, start_step=done, lr=recipe.lr, optimizer=run["optimizer"],
+                  schedule="constant", warmup_steps=recipe.warmup_steps, device=device, seed=None,
+                  progress=False, batches=run["batches"])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        run["done"] += 1
+        return (time.perf_counter() - start) * 1e3
+
+    order = list(runs)
+    for round_ in range(warmup + steps):
+        shift = round_ % len(order)
+        for name in order[shift:] + order[:shift]:
+            ms = one_step(runs[name])
+            if round_ >= warmup:
+                runs[name]["times"].append(ms)
+    return {name: StepCost(name, run["recipe"].batch_size, statistics.median(run["times"]), run["times"],
+                           run["one_off"], run["recipe"].num_train_images, torch.get_num_threads())
+            for name, run in runs.items()}
+
+
+def format_costs(costs: dict[str, StepCost]) -> str:
+    """A table of :func:`cost_per_step`'s result."""
+    head = f"{'recipe':<16}{'batch':>6}{'ms/step':>9}{'range':>15}{'one-off s':>11}"
+    lines = [head, "-" * len(head)]
+    for c in costs.values():
+        lines.append(f"{c.recipe:<16}{c.batch_size:>6}{c.ms_per_step:>9.1f}"
+                     f"{f'{min(c.step_ms):.0f}-{max(c.step_ms):.0f}':>15}{c.one_off_seconds:>11.1f}")
+    return "\n".join(lines)
+
+
+def in_measured_seconds(curves: dict[str, list[dict]], costs: dict[str, StepCost],
+                        one_off: bool = True) -> dict[str, list[dict]]:
+    """Each curve's points with ``"seconds"`` recomputed in one currency: the point's step times
+    the recipe's cost per step of ``costs`` (plus its one-off costs when ``one_off``). The
+    recorded seconds (one run's wall time, its machine and load) are kept as ``"recorded_seconds"``."""
+    return {r: [{**p, "recorded_seconds": p.get("seconds"), "seconds": costs[r].seconds(p["step"], one_off)}
+                for p in curve] for r, curve in curves.items()}
+
+
 def main(argv: list[str] | None = None) -> list[Measurement]:
     parser = argparse.ArgumentParser(prog="python -m lessons_pkg.detector_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=positive_int, default=checkpoints.VAL_IMAGES)

@@ -97,3 +97,70 @@ def test_seconds_to_reach_and_a_record_without_a_curve(tmp_path):
     (tmp_path / "ssd.json").write_text('{"steps": 1}')
     with pytest.raises(ValueError, match="ssd.json has no time-to-quality curve.*--curve"):
         detector_speed.time_to_quality(["ssd"], tmp_path)
+
+
+# ----------------------------------------------------------------------------- cost per step
+class TinyDetector(nn.Module):
+    """A stand-in for a recipe's model (the recipe's constructor signature, a dict of losses);
+    ``pause`` seconds of sleep in every training forward make a step deliberately slower."""
+
+    pause = 0.0
+
+    def __init__(self, num_classes, pretrained_backbone=None):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, images, targets=None):
+        if self.pause:
+            import time
+            time.sleep(self.pause)
+        return {"loss": self.conv(images).square().mean()}
+
+
+class SlowTinyDetector(TinyDetector):
+    pause = 0.03
+
+
+def test_cost_per_step_ranks_a_planted_slower_step_and_keeps_the_one_off_costs_apart():
+    """The planted fault: a recipe whose every step sleeps 30 ms more must come out slower by
+    about that much; a recipe with proposals pays selective search once per training image,
+    not in its steps."""
+    from lessons_pkg.checkpoints import Recipe
+
+    recipes = {"fast": Recipe(TinyDetector, batch_size=2, num_train_images=500),
+               "slow": Recipe(SlowTinyDetector, batch_size=2, num_train_images=500),
+               "proposals": Recipe(TinyDetector, batch_size=2, num_train_images=500, proposals=True)}
+    costs = detector_speed.cost_per_step(recipes, steps=3, warmup=0, num_images=2)
+    assert list(costs) == ["fast", "slow", "proposals"]
+    for c in costs.values():
+        assert len(c.step_ms) == 3 and c.ms_per_step == sorted(c.step_ms)[1] and c.batch_size == 2
+        assert c.threads == torch.get_num_threads() and c.one_off_ms_per_image["render"] > 0
+    assert costs["slow"].ms_per_step - costs["fast"].ms_per_step > 25
+    assert "proposals" not in costs["fast"].one_off_ms_per_image
+    assert costs["proposals"].one_off_ms_per_image["proposals"] > 0
+    assert costs["proposals"].one_off_seconds > costs["fast"].one_off_seconds
+    assert max(costs["proposals"].step_ms) < min(costs["slow"].step_ms)   # the search is not in a step
+    fast = costs["fast"]
+    assert fast.seconds(100, one_off=False) == pytest.approx(100 * fast.ms_per_step / 1e3)
+    assert fast.seconds(100) == pytest.approx(fast.seconds(100, one_off=False) + fast.one_off_seconds)
+    assert fast.one_off_seconds == pytest.approx(fast.one_off_ms_per_image["render"] * 500 / 1e3)
+    table = detector_speed.format_costs(costs)
+    assert "slow" in table and "ms/step" in table
+
+
+def test_cost_per_step_trains_the_recipes_own_model_and_refuses_unknown_names():
+    costs = detector_speed.cost_per_step(("centernet",), steps=1, warmup=0, num_images=8)
+    assert costs["centernet"].batch_size == 8 and costs["centernet"].ms_per_step > 0
+    with pytest.raises(ValueError, match="unknown recipe 'yolo9000'"):
+        detector_speed.cost_per_step(("yolo9000",))
+    with pytest.raises(ValueError, match="steps >= 1"):
+        detector_speed.cost_per_step(("ssd",), steps=0)
+
+
+def test_curves_in_measured_seconds_are_steps_times_the_cost():
+    cost = detector_speed.StepCost("ssd", 8, 20.0, [20.0], {"render": 1.0}, 2000, 1)
+    curves = {"ssd": [{"step": 150, "seconds": 99.0, "map_50": 0.5}, {"step": 300, "seconds": 7.0, "map_50": 0.8}]}
+    out = detector_speed.in_measured_seconds(curves, {"ssd": cost})
+    assert [p["seconds"] for p in out["ssd"]] == pytest.approx([3.0 + 2.0, 6.0 + 2.0])
+    assert [p["recorded_seconds"] for p in out["ssd"]] == [99.0, 7.0]
+    assert detector_speed.in_measured_seconds(curves, {"ssd": cost}, one_off=False)["ssd"][0]["seconds"] == 3.0
