@@ -3,6 +3,7 @@
     python -m lessons_pkg.ablations ssd_negatives      # trains seeds 1 and 2 of each variant
     python -m lessons_pkg.ablations mask_heads
     python -m lessons_pkg.ablations localizer_box_weight   # a chapter's live runs, over seeds 0, 1, 2
+    python -m lessons_pkg.ablations upsampling             # every upsampling kind, seeds 0, 1, 2
 
 An ablation (``ABLATIONS``) is a few variants that change one thing, trained with several
 seeds. Either the variants are recipes of :mod:`lessons_pkg.checkpoints`, trained at the
@@ -93,6 +94,58 @@ ABLATIONS = {
 
 def apart(a: dict, b: dict) -> bool:
     """The rule every chapter uses to claim "a scores above b": a's mean minus its spread is
+UPSAMPLING_STEPS = 200  # 16 crops of 64 x 64 a step, lr 3e-3: the upsampling chapter's live run, longer
+UPSAMPLING_KINDS = ("nearest", "bed_of_nails", "bilinear", "transposed", "transposed_2x2", "transposed_bilinear",
+                    "transposed_bilinear_learned", "subpixel", "max_unpool", "bilinear, conv first")
+
+
+def upsampling_model(kind: str):
+    """The upsampling chapter's network for one kind: the pretrained-backbone U-Net-style FCN,
+    or (for "max_unpool" and its partner "bilinear, conv first", which differ in the upsampling
+    alone) the max-pooling :class:`~lessons_pkg.models.fcn.FCN` from scratch."""
+    from .models import fcn
+    if kind in ("max_unpool", "bilinear, conv first"):
+        return fcn.FCN(num_classes=4, widths=(16, 32, 64, 128), skips=True, conv_first=True,
+                       upsampling="max_unpool" if kind == "max_unpool" else "bilinear")
+    return fcn.BackboneFCN(num_classes=4, upsampling=kind, pretrained_backbone=True)
+
+
+@lru_cache(maxsize=1)
+def upsampling_data():
+    """The upsampling chapter's splits: 512 training scenes (random 64 x 64 crops), 64 val, 300 test."""
+    from .data import make_split, segmentation_augmentation
+    sets = {"train": make_split("train", 512, transforms=segmentation_augmentation((64, 64))),
+            "val": make_split("val", 64), "test": make_split("test", 300)}
+    for ds in sets.values():
+        for i in range(len(ds)):
+            ds.scene(i)
+    return sets
+
+
+def upsampling_run(kind: str, seed: int, steps: int = UPSAMPLING_STEPS) -> dict:
+    """One of the upsampling chapter's runs at ``steps`` steps, scored on val and test, with
+    the stride-2 pattern of its class scores on the 64 val images
+    (:func:`lessons_pkg.upsampling.stride_pattern`, scores centred per image and class)."""
+    from . import metrics, train, upsampling
+    sets = upsampling_data()
+    torch.manual_seed(seed)
+    model = upsampling_model(kind)
+    history = train.fit(model, train.make_loader(sets["train"], batch_size=16), steps=steps, lr=3e-3,
+                        warmup_steps=10, log_every=50, progress=False, seed=seed, device="cpu")
+    scores = {split: train.evaluate(model, train.make_loader(sets[split], 16, shuffle=False), device="cpu",
+                                    metric=metrics.segmentation_metrics) for split in ("val", "test")}
+    model.eval()
+    with torch.no_grad():
+        images = torch.stack([sets["val"][i][0] for i in range(len(sets["val"]))])
+        logits = model.logits(images)
+    pattern = upsampling.stride_pattern(logits - logits.mean((2, 3), keepdim=True), 2, border=8)
+    print(f"upsampling {kind!r} seed {seed}: val mIoU {scores['val']['miou']:.3f}, "
+          f"{history.seconds:.0f} s", file=sys.stderr, flush=True)
+    return {**{split: {"miou": round(float(s["miou"]), 6)} for split, s in scores.items()},
+            "pattern": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in pattern.items()},
+            "train_seconds": round(history.seconds, 1)}
+
+
     above b's mean plus its spread (two summaries of :func:`summarize`, ``{"mean", "spread"}``)."""
     return a["mean"] - a["spread"] > b["mean"] + b["spread"]
 
@@ -107,6 +160,9 @@ def summarize(runs: dict[str, dict], split: str) -> dict:
     out = {}
     for key in SUMMARY:
         values = [r[split][key] for r in runs.values() if key in r.get(split, {})]
+    "upsampling": Ablation(UPSAMPLING_KINDS,
+                           what=f"the decoder's upsampling, {UPSAMPLING_STEPS} steps of 16 crops, lr 3e-3",
+                           run=upsampling_run),
         if values:
             out[key] = {"mean": round(statistics.fmean(values), 6),
                         "spread": round(statistics.stdev(values), 6) if len(values) > 1 else 0.0,

@@ -422,17 +422,78 @@ def bilinear_kernel(scale: int, channels: int, dtype: torch.dtype = torch.float3
     return weight
 
 
-def bilinear_upsampler(channels: int, scale: int, learnable: bool = True) -> nn.ConvTranspose2d:
+def bilinear_upsampler(channels: int, scale: int, learnable: bool = True,
+                       depthwise: bool = False) -> nn.ConvTranspose2d:
     """``nn.ConvTranspose2d`` by ``scale`` (even), initialized to bilinear interpolation
     (:func:`bilinear_kernel`); ``learnable=False`` keeps it fixed. Tensor[B, C, h, w] ->
-    Tensor[B, C, scale h, scale w]."""
+    Tensor[B, C, scale h, scale w].
+
+    ``depthwise=False``: a full C x C kernel whose diagonal is the tent (C * C * (2 scale)^2
+    weights; learned, the cross-channel weights leave zero). ``depthwise=True``: one kernel
+    per channel (``groups=C``, C * (2 scale)^2 weights), what the FCN reference code's
+    Deconvolution with ``group = num_output`` is; its reference models keep it fixed."""
     if scale % 2:
         raise ValueError(f"scale must be even (the kernel is 2 scale wide, padded by scale / 2), got {scale}")
-    layer = nn.ConvTranspose2d(channels, channels, 2 * scale, stride=scale, padding=scale // 2, bias=False)
+    groups = channels if depthwise else 1
+    layer = nn.ConvTranspose2d(channels, channels, 2 * scale, stride=scale, padding=scale // 2, bias=False,
+                               groups=groups)
     with torch.no_grad():
-        layer.weight.copy_(bilinear_kernel(scale, channels))
+        kernel = bilinear_kernel(scale, channels)
+        layer.weight.copy_(kernel[torch.arange(channels), torch.arange(channels)][:, None] if depthwise
+                           else kernel)
     layer.weight.requires_grad_(learnable)
     return layer
+
+
+# ============================================================================ one rule for "a pattern"
+PATTERN_RATIO = 0.1
+"""A stride pattern is **strong** when its amplitude is at least this fraction of the maps'
+own variation (:func:`stride_pattern`), **little** below it: the one rule of both upsampling
+chapters."""
+
+
+def stride_pattern(y: Tensor, stride: int, border: int = 0) -> dict:
+    """How strong the period-``stride`` pattern of a stack of maps is, and the verdict.
+
+    ``y`` is Tensor[N, ..., H, W]: N probes (one constant input, or many textured images), each
+    with the same leading channels. Split the pixels into the ``stride^2`` phases
+    ``(i mod s, j mod s)``; take each phase's mean in every map, **average it over the N
+    probes**, subtract the mean over the phases, and take the root mean square over phases and
+    channels: the ``amplitude``. Image content that is not aligned to the stride grid (shapes
+    at random positions, noise) averages out over the probes; a pattern the layer stamps at the
+    same phase everywhere does not. ``variation`` is the standard deviation of each map about
+    its own mean (pooled), the signal the pattern rides on; ``verdict`` is "strong" when
+    ``amplitude >= PATTERN_RATIO * variation``, else "little".
+
+    Args:
+        y (Tensor[N, ..., H, W]); stride: s; border: pixels dropped at each side first (the
+            rest is cropped at its end to a multiple of s).
+    Returns:
+        {"amplitude": float, "variation": float, "ratio": amplitude / variation (0 when
+        variation is 0), "verdict": "strong" | "little"}.
+    """
+    if not isinstance(y, Tensor) or y.ndim < 3:
+        raise ValueError(f"y must be a Tensor[N, ..., H, W] (N probes), got "
+                         f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+    if not isinstance(border, int) or border < 0:
+        raise ValueError(f"border must be an int >= 0, got {border!r}")
+    y = y.detach().double()
+    if border:
+        y = y[..., border:-border, border:-border]
+    h, w = (n - n % stride for n in y.shape[-2:]) if min(y.shape[-2:]) > 0 else (0, 0)
+    if h < stride or w < stride:
+        raise ValueError(f"y keeps fewer than stride={stride} pixels per side after border={border}")
+    y = y[..., :h, :w].reshape(y.shape[0], -1, h, w)                      # [N, M, h, w]
+    blocks = y.reshape(*y.shape[:2], h // stride, stride, w // stride, stride)
+    phases = blocks.mean((2, 4)).mean(0).reshape(y.shape[1], -1)         # [M, s * s]
+    amplitude = float((phases - phases.mean(1, keepdim=True)).pow(2).mean().sqrt())
+    variation = float((y - y.mean((2, 3), keepdim=True)).pow(2).mean().sqrt())
+    ratio = amplitude / variation if variation > 0 else 0.0
+    strong = amplitude >= PATTERN_RATIO * variation and amplitude > 0
+    return {"amplitude": amplitude, "variation": variation, "ratio": ratio,
+            "verdict": "strong" if strong else "little"}
 
 
 class SubPixelConv(nn.Module):

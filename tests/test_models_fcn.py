@@ -28,7 +28,7 @@ def test_every_variant_trains_and_predicts_at_odd_sizes(upsampling, skips, devic
     losses = model(images, targets)
     assert set(losses) == {"loss_seg"} and torch.isfinite(losses["loss_seg"])
     losses["loss_seg"].backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
     model.eval()
     with torch.no_grad():
         out = model(images)
@@ -113,12 +113,13 @@ BACKBONE = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "backbo
 @pytest.mark.parametrize("upsampling", [u for u in fcn.UPSAMPLING if u != "max_unpool"])
 def test_backbone_fcn_contract_at_odd_sizes(upsampling, device):
     torch.manual_seed(0)
-    model = fcn.BackboneFCN(num_classes=4, upsampling=upsampling, widths=(4, 8, 8, 8)).to(device)
+    # 8 channels, not 4: a 4-channel stem crashed torch 2.14.1's one-thread CPU backward (double free)
+    model = fcn.BackboneFCN(num_classes=4, upsampling=upsampling, widths=(8, 8, 8, 8)).to(device)
     images, targets = train.move_to(batch(h=37, w=51), device)
     losses = model(images, targets)
     assert set(losses) == {"loss_seg"} and torch.isfinite(losses["loss_seg"])
     losses["loss_seg"].backward()
-    assert all(p.grad is not None for p in model.parameters())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     with torch.no_grad():
         out = model.eval()(images)
     assert [o["semantic"].shape for o in out] == [(37, 51)] * 2
@@ -133,16 +134,45 @@ def test_backbone_fcn_starts_from_the_pretrained_backbone():
     assert not torch.equal(fcn.BackboneFCN().backbone.stem[0].weight, model.backbone.stem[0].weight)
 
 
-def test_transposed_bilinear_starts_as_bilinear_and_learns():
-    """One change from "bilinear": the same interpolation at the start (away from the border,
-    where the transposed convolution interpolates towards zero), but its kernel is trained."""
+@pytest.mark.parametrize("kind", ["transposed_bilinear", "transposed_bilinear_learned"])
+def test_transposed_bilinear_is_depthwise_bilinear_fixed_or_learned(kind):
+    """FCN's layer: one 4x4 kernel per channel (16 weights a channel, not C x C x 16), equal to
+    "bilinear" away from the border (where it interpolates towards zero); fixed in the
+    reference models, learned in the "_learned" kind."""
     x = torch.randn(2, 8, 9, 11)
-    learned, fixed = fcn.Upsample("transposed_bilinear", 8, 8), fcn.Upsample("bilinear", 8, 8)
-    assert learned.out_channels == fixed.out_channels == 8
-    a, b = learned(x), fixed(x)
+    layer, fixed = fcn.Upsample(kind, 8, 8), fcn.Upsample("bilinear", 8, 8)
+    assert layer.out_channels == fixed.out_channels == 8
+    a, b = layer(x), fixed(x)
     assert a.shape == b.shape == (2, 8, 18, 22)
     torch.testing.assert_close(a[..., 1:-1, 1:-1], b[..., 1:-1, 1:-1])
-    assert sum(p.numel() for p in learned.parameters() if p.requires_grad) == 8 * 8 * 4 * 4
+    assert sum(p.numel() for p in layer.parameters()) == 8 * 4 * 4
+    trainable = sum(p.numel() for p in layer.parameters() if p.requires_grad)
+    assert trainable == (8 * 4 * 4 if kind.endswith("learned") else 0)
+
+
+def test_transposed_2x2_copies_do_not_overlap():
+    """U-Net's up-convolution: each input pixel alone makes its 2 x 2 output block."""
+    torch.manual_seed(0)
+    layer = fcn.Upsample("transposed_2x2", 4, 3).eval()
+    x = torch.randn(1, 4, 5, 6)
+    y = layer(x)
+    assert y.shape == (1, 3, 10, 12) and layer.out_channels == 3
+    x2 = x.clone()
+    x2[0, :, 2, 3] += 1.0                                       # one input pixel changed
+    changed = (layer(x2) != y).any(1)[0]
+    assert changed.nonzero().tolist() == [[4, 6], [4, 7], [5, 6], [5, 7]]
+
+
+def test_conv_first_gives_bilinear_the_layer_max_unpool_has():
+    """max unpooling and its partner "bilinear, conv first" differ in the upsampling alone: the
+    same parameters, shape by shape."""
+    shapes = {}
+    for kind in ("max_unpool", "bilinear"):
+        model = fcn.FCN(widths=(4, 8, 8), upsampling=kind, skips=True, conv_first=True)
+        shapes[kind] = [tuple(p.shape) for p in model.parameters()]
+    assert shapes["max_unpool"] == shapes["bilinear"]
+    plain = fcn.FCN(widths=(4, 8, 8), upsampling="bilinear", skips=True)
+    assert len(list(plain.parameters())) < len(shapes["bilinear"])
 
 
 def test_backbone_fcn_refuses_max_unpool_and_unknown_kinds():
@@ -171,7 +201,7 @@ def test_score_fusion_fcn_contract_and_its_start(strides):
     at zero (training starts from the coarser net) and learn; the x2 steps learn; the final
     upsampling stays bilinear."""
     torch.manual_seed(0)
-    model = fcn.ScoreFusionFCN(num_classes=4, strides=strides, widths=(4, 8, 8, 8)).eval()
+    model = fcn.ScoreFusionFCN(num_classes=4, strides=strides, widths=(8, 8, 8, 8)).eval()
     out = model(torch.rand(2, 3, 50, 36))
     assert [o["semantic"].shape for o in out] == [(50, 36)] * 2 and out[0]["scores"].shape == (5, 50, 36)
     assert all((skip.weight == 0).all() and (skip.bias == 0).all() for skip in model.score[1:])

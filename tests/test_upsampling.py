@@ -262,19 +262,19 @@ def test_resize_conv_shapes_and_mode():
 
 # ============================================================================= the exercise
 def test_check_conv_transpose1d(capsys):
-    assert exercises.check_conv_transpose1d(lambda x, w, s: U.conv_transpose1d_scatter(x, w, stride=s))
-    assert "all 5 cases pass" in capsys.readouterr().out
+    assert exercises.check_conv_transpose1d(lambda x, w, s, p, op: U.conv_transpose1d_scatter(x, w, None, s, p, op))
+    assert "all 6 cases pass" in capsys.readouterr().out
 
-    def overwrites(x, w, s):  # assigns each copy instead of adding it
+    def overwrites(x, w, s, p, op):  # assigns each copy instead of adding it
         B, _, L = x.shape
         k = w.shape[-1]
-        y = torch.zeros(B, w.shape[1], (L - 1) * s + k)
+        y = torch.zeros(B, w.shape[1], (L - 1) * s + k + op)
         for i in range(L):
             y[:, :, i * s:i * s + k] = torch.einsum("bc,cok->bok", x[:, :, i], w)
-        return y
+        return y[:, :, p:p + (L - 1) * s - 2 * p + k + op]
 
     assert not exercises.check_conv_transpose1d(overwrites)
-    assert "output[0, 0, 1] should be 12.0000, got 2.0000" in capsys.readouterr().out
+    assert "output[0, 0, 2] should be 102.0000, got 2.0000" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8, 16])
@@ -290,3 +290,23 @@ def test_bilinear_transposed_conv_equals_bilinear_interpolation_inside(scale):
     assert layer.weight.requires_grad and not U.bilinear_upsampler(3, scale, learnable=False).weight.requires_grad
     with pytest.raises(ValueError, match="scale must be even"):
         U.bilinear_upsampler(3, 3)
+    depthwise = U.bilinear_upsampler(3, scale, depthwise=True)
+    assert depthwise.weight.shape == (3, 1, 2 * scale, 2 * scale) and depthwise.groups == 3
+    torch.testing.assert_close(depthwise(x), ours)
+
+
+def test_stride_pattern_verdict_on_planted_patterns():
+    """One rule: "strong" at amplitude >= PATTERN_RATIO x variation. A pure period-2 pattern is
+    all pattern; texture at random positions averages out over the probes; a faint pattern
+    under texture is found when it is above the ratio and not below it."""
+    g = torch.Generator().manual_seed(0)
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 8)
+    pure = U.stride_pattern(checker[None, None], 2)
+    assert pure["verdict"] == "strong" and abs(pure["ratio"] - 1) < 1e-9
+    texture = torch.randn(200, 3, 16, 16, generator=g)
+    assert U.stride_pattern(texture, 2)["verdict"] == "little"
+    assert U.stride_pattern(texture + 0.3 * checker, 2)["verdict"] == "strong"
+    assert U.stride_pattern(texture + 0.02 * checker, 2)["verdict"] == "little"
+    assert U.stride_pattern(torch.ones(1, 1, 8, 8), 2)["verdict"] == "little"
+    with pytest.raises(ValueError, match="N probes"):
+        U.stride_pattern(checker, 2)

@@ -11,9 +11,12 @@ Upsampling choices (``FCNConfig.upsampling``), each doubling the resolution:
     "bed_of_nails"  each value at the top-left of its 2x2 block, zeros elsewhere, then convolutions
     "max_unpool"    each value back at the position of the encoder's max (the switches)
     "bilinear"      bilinear interpolation, then convolutions
-    "transposed"    a learned 4x4 transposed convolution with stride 2
-    "transposed_bilinear"  a learned 4x4 transposed convolution with stride 2, each channel to
-                    itself, initialized to bilinear interpolation (FCN's choice, Long et al. 2015)
+    "transposed"    a learned 4x4 transposed convolution with stride 2 (channels in x out)
+    "transposed_2x2"  a learned 2x2 transposed convolution with stride 2 (U-Net's up-convolution,
+                    Mask R-CNN's mask head, SAM's mask decoder): the copies do not overlap
+    "transposed_bilinear"  a 4x4 transposed convolution with stride 2, one kernel per channel
+                    (depthwise), fixed to bilinear interpolation: what FCN's reference models use
+    "transposed_bilinear_learned"  the same layer, started at bilinear and learned (FCN's paper)
     "subpixel"      a 3x3 convolution to 4x the channels + PixelShuffle(2), ICNR-initialized
 
 Shape key
@@ -37,7 +40,9 @@ from ..inputs import IGNORE_INDEX, prepare_batch
 from .backbone import WIDTHS, build_backbone
 from .configs import check_num_classes, resolve_config
 
-UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "transposed_bilinear", "subpixel")
+UPSAMPLING = ("nearest", "bed_of_nails", "max_unpool", "bilinear", "transposed", "transposed_2x2",
+              "transposed_bilinear", "transposed_bilinear_learned", "subpixel")
+LEARNED_CHANNELS = ("transposed", "transposed_2x2", "subpixel")  # kinds that map in_ch -> out_ch
 
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -59,6 +64,10 @@ class FCNConfig:
     widths: tuple[int, ...] = (16, 32, 64, 96)
     upsampling: str = "transposed"
     skips: bool = False
+    # a conv-BN-ReLU to the next level's channels at low resolution, before each upsampling:
+    # always there for "max_unpool" (its switches have that many channels); True gives any
+    # other kind the same layer, so that it differs from "max_unpool" in the upsampling alone
+    conv_first: bool = False
 
     def __post_init__(self):
         if self.upsampling not in UPSAMPLING:
@@ -71,34 +80,42 @@ class Upsample(nn.Module):
     """One decoder step's upsampling by 2: Tensor[B, in_ch, h, w] -> Tensor[B, out_channels, 2h, 2w].
 
     Parameter-free kinds keep the channels (``out_channels == in_ch``); the learned kinds
-    ("transposed", "subpixel") map to ``out_ch`` channels, followed by BN and ReLU.
-    "transposed_bilinear" keeps the channels too: it starts as exactly "bilinear" away from the
-    border (:func:`lessons_pkg.upsampling.bilinear_upsampler`) and then learns, so beside
-    "bilinear" it changes one thing, whether the interpolation kernel is trained.
-    "max_unpool" needs the switches of the matching pooling, passed as ``indices``
-    (Tensor[B, out_ch, h, w]): it first maps the features to the pooled map's ``out_ch``
-    channels with a conv-BN-ReLU at low resolution (as SegNet's decoder does), so that each
-    channel goes back to the switches of its own channel.
+    ("transposed", "transposed_2x2", "subpixel") map to ``out_ch`` channels, followed by BN and
+    ReLU. "transposed_bilinear" and "transposed_bilinear_learned" keep the channels too: one
+    4x4 kernel per channel (``groups = in_ch``, 16 weights a channel), equal to "bilinear" away
+    from the border (:func:`lessons_pkg.upsampling.bilinear_upsampler`); the first stays fixed
+    (FCN's reference models), the second learns (the paper's intermediate layers).
+    ``conv_first``: a conv-BN-ReLU to ``out_ch`` channels at low resolution before the
+    upsampling (then ``out_channels == out_ch``). "max_unpool" always has it (as SegNet's decoder
+    maps the features to the pooled map's channels) and needs the switches of the matching
+    pooling, passed as ``indices`` (Tensor[B, out_ch, h, w]), so that each channel goes back to
+    the switches of its own channel.
     """
 
-    def __init__(self, kind: str, in_ch: int, out_ch: int):
+    def __init__(self, kind: str, in_ch: int, out_ch: int, conv_first: bool = False):
         super().__init__()
         if kind not in UPSAMPLING:
             raise ValueError(f"unknown upsampling {kind!r}; choose from {UPSAMPLING}")
         self.kind = kind
-        self.out_channels = out_ch if kind in ("transposed", "subpixel", "max_unpool") else in_ch
+        conv_first = conv_first or kind == "max_unpool"
+        self.pre = conv_bn_relu(in_ch, out_ch) if conv_first else None
+        ch = out_ch if conv_first else in_ch
+        self.out_channels = out_ch if kind in LEARNED_CHANNELS else ch
         if kind == "transposed":
-            self.layer = nn.Sequential(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
+            self.layer = nn.Sequential(nn.ConvTranspose2d(ch, out_ch, 4, stride=2, padding=1, bias=False),
                                        nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
-        elif kind == "transposed_bilinear":
-            self.layer = up.bilinear_upsampler(in_ch, 2, learnable=True)
+        elif kind == "transposed_2x2":
+            self.layer = nn.Sequential(nn.ConvTranspose2d(ch, out_ch, 2, stride=2, bias=False),
+                                       nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+        elif kind in ("transposed_bilinear", "transposed_bilinear_learned"):
+            self.layer = up.bilinear_upsampler(ch, 2, learnable=kind.endswith("learned"), depthwise=True)
         elif kind == "subpixel":
-            self.layer = nn.Sequential(up.SubPixelConv(in_ch, out_ch, 2, 3, icnr=True), nn.BatchNorm2d(out_ch),
+            self.layer = nn.Sequential(up.SubPixelConv(ch, out_ch, 2, 3, icnr=True), nn.BatchNorm2d(out_ch),
                                        nn.ReLU(inplace=True))
-        elif kind == "max_unpool":
-            self.layer = conv_bn_relu(in_ch, out_ch)
 
     def forward(self, x: Tensor, indices: Tensor | None = None) -> Tensor:
+        if self.pre is not None:
+            x = self.pre(x)
         if self.kind == "nearest":
             return up.nearest_unpool(x, 2)
         if self.kind == "bed_of_nails":
@@ -106,7 +123,7 @@ class Upsample(nn.Module):
         if self.kind == "max_unpool":
             if indices is None:
                 raise ValueError("max_unpool needs the pooling switches (indices), got None")
-            return up.max_unpool(self.layer(x), indices, 2)
+            return up.max_unpool(x, indices, 2)
         if self.kind == "bilinear":
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return self.layer(x)
@@ -168,7 +185,7 @@ class FCN(SegmentationModel):
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
         for i in reversed(range(self.levels)):           # from level i + 1 back to level i
-            upsample = Upsample(c.upsampling, w[i + 1], w[i])
+            upsample = Upsample(c.upsampling, w[i + 1], w[i], c.conv_first)
             self.up.append(upsample)
             fuse_in = upsample.out_channels + (w[i] if c.skips else 0)
             self.fuse.append(block(fuse_in, w[i]) if i > 0 else conv_bn_relu(fuse_in, w[i]))
