@@ -77,23 +77,6 @@ def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
             "curve": {"steps": history.steps, "total": [round(v, 5) for v in history.losses["total"]]}}
 
 
-ABLATIONS = {
-    "ssd_negatives": Ablation(("ssd", "ssd_random", "ssd_focal"),
-                              what="how the background default boxes enter SSD's classification loss"),
-    "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
-                           what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
-    "localizer_box_weight": Ablation(("0.1", "1.0", "10.0"),
-                                     what="the box loss's weight λ, workflow 'frozen, then fine-tuned', 200 steps",
-                                     run=lambda variant, seed: localizer_run("frozen, then fine-tuned",
-                                                                             float(variant), seed)),
-    "localizer_workflows": Ablation(("scratch", "frozen", "frozen, then fine-tuned", "pretrained, unfrozen"),
-                                    what="how the pretrained backbone is used, λ = 1, 200 steps",
-                                    run=lambda variant, seed: localizer_run(variant, 1.0, seed)),
-}
-
-
-def apart(a: dict, b: dict) -> bool:
-    """The rule every chapter uses to claim "a scores above b": a's mean minus its spread is
 UPSAMPLING_STEPS = 200  # 16 crops of 64 x 64 a step, lr 3e-3: the upsampling chapter's live run, longer
 UPSAMPLING_KINDS = ("nearest", "bed_of_nails", "bilinear", "transposed", "transposed_2x2", "transposed_bilinear",
                     "transposed_bilinear_learned", "subpixel", "max_unpool", "bilinear, conv first")
@@ -146,6 +129,26 @@ def upsampling_run(kind: str, seed: int, steps: int = UPSAMPLING_STEPS) -> dict:
             "train_seconds": round(history.seconds, 1)}
 
 
+ABLATIONS = {
+    "ssd_negatives": Ablation(("ssd", "ssd_random", "ssd_focal"),
+                              what="how the background default boxes enter SSD's classification loss"),
+    "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
+                           what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
+    "localizer_box_weight": Ablation(("0.1", "1.0", "10.0"),
+                                     what="the box loss's weight λ, workflow 'frozen, then fine-tuned', 200 steps",
+                                     run=lambda variant, seed: localizer_run("frozen, then fine-tuned",
+                                                                             float(variant), seed)),
+    "localizer_workflows": Ablation(("scratch", "frozen", "frozen, then fine-tuned", "pretrained, unfrozen"),
+                                    what="how the pretrained backbone is used, λ = 1, 200 steps",
+                                    run=lambda variant, seed: localizer_run(variant, 1.0, seed)),
+    "upsampling": Ablation(UPSAMPLING_KINDS,
+                           what=f"the decoder's upsampling, {UPSAMPLING_STEPS} steps of 16 crops, lr 3e-3",
+                           run=upsampling_run),
+}
+
+
+def apart(a: dict, b: dict) -> bool:
+    """The rule every chapter uses to claim "a scores above b": a's mean minus its spread is
     above b's mean plus its spread (two summaries of :func:`summarize`, ``{"mean", "spread"}``)."""
     return a["mean"] - a["spread"] > b["mean"] + b["spread"]
 
@@ -160,9 +163,6 @@ def summarize(runs: dict[str, dict], split: str) -> dict:
     out = {}
     for key in SUMMARY:
         values = [r[split][key] for r in runs.values() if key in r.get(split, {})]
-    "upsampling": Ablation(UPSAMPLING_KINDS,
-                           what=f"the decoder's upsampling, {UPSAMPLING_STEPS} steps of 16 crops, lr 3e-3",
-                           run=upsampling_run),
         if values:
             out[key] = {"mean": round(statistics.fmean(values), 6),
                         "spread": round(statistics.stdev(values), 6) if len(values) > 1 else 0.0,
