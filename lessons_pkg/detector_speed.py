@@ -1,6 +1,7 @@
 """Speed against accuracy for every detector of the course, measured one way.
 
     python -m lessons_pkg.detector_speed --images 64
+    python -m lessons_pkg.detector_speed --train-cost 4     # training cost per step, side by side
 
 Each detector is loaded from its committed checkpoint (:func:`checkpoints.load`, weights
 only) and run on the first ``images`` validation images one at a time, batch 1, as a camera
@@ -54,6 +55,9 @@ class Measurement:
     map_50: float
     parameters: int
     recorded_map_50: float   # what the checkpoint's record says (computed in batches)
+    ms_quartiles: tuple[float, float] = (0.0, 0.0)   # the timed images' first and third quartiles
+    test_map_50: float = 0.0  # the record's scores on the 300 test images (the accuracy claims)
+    test_map: float = 0.0
 
 
 @torch.no_grad()
@@ -98,8 +102,10 @@ def measure(recipes=tuple(DETECTORS), num_images: int = checkpoints.VAL_IMAGES,
         predictions, times = time_detector(model, images, device, warmup)
         scores = metrics.mean_average_precision(predictions, targets)
         name, family = DETECTORS[recipe]
+        q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
         rows.append(Measurement(recipe, name, family, statistics.median(times), scores["map"], scores["map_50"],
-                                sum(p.numel() for p in model.parameters()), record["val"]["map_50"]))
+                                sum(p.numel() for p in model.parameters()), record["val"]["map_50"], (q1, q3),
+                                record["test"]["map_50"], record["test"]["map"]))
     return rows
 
 
@@ -113,8 +119,9 @@ def format_table(rows: list[Measurement]) -> str:
 
 
 def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50", legend: bool = True) -> plt.Axes:
-    """Milliseconds per image (log scale) against mAP (``key``: "map_50" or "map"): up and to
-    the left is better. One marker shape per family."""
+    """Milliseconds per image (log scale) against mAP (``key``: "map_50" or "map" of the timed
+    images, "test_map_50" or "test_map" of the record's test images): up and to the left is
+    better. One marker shape per family."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
     for r in rows:
@@ -123,7 +130,8 @@ def plot(rows: list[Measurement], ax: plt.Axes | None = None, key: str = "map_50
         ax.annotate(r.name, (r.ms_per_image, getattr(r, key)), textcoords="offset points", xytext=(6, 5),
                     fontsize=9)
     return _finish_axes(ax, "milliseconds per image (batch 1, log scale)",
-                        {"map_50": "mAP@0.5", "map": "mAP@[.5:.95]"}[key], legend, "best")
+                        {"map_50": "mAP@0.5", "map": "mAP@[.5:.95]", "test_map_50": "test mAP@0.5",
+                         "test_map": "test mAP@[.5:.95]"}[key], legend, "best")
 
 
 def colour(recipe: str):
@@ -157,6 +165,17 @@ def time_to_quality(recipes=tuple(DETECTORS), directory: Path = PRETRAINED) -> d
     return curves
 
 
+def steps_to_reach(curve: list[dict], level: float, key: str = "map_50") -> tuple[int, int] | None:
+    """(the step of the last recorded point below ``level``, or 0; the step of the first point at
+    or above it): the interval in which the curve crossed ``level`` (None if it never does)."""
+    before = 0
+    for p in curve:
+        if p[key] >= level:
+            return before, p["step"]
+        before = p["step"]
+    return None
+
+
 def seconds_to_reach(curve: list[dict], level: float, key: str = "map_50") -> float | None:
     """The training seconds of the first recorded point whose ``key`` is at least ``level`` (None
     if no point reaches it): an upper bound on the time to that quality, at the curve's spacing."""
@@ -164,16 +183,17 @@ def seconds_to_reach(curve: list[dict], level: float, key: str = "map_50") -> fl
 
 
 def plot_time_to_quality(curves: dict[str, list[dict]], ax: plt.Axes | None = None, key: str = "map_50",
-                         legend: bool = True) -> plt.Axes:
+                         legend: bool = True, xlabel: str = "training seconds (log scale)") -> plt.Axes:
     """Test-split quality (``key``) against training seconds (log scale), one line per detector,
-    its markers at the recorded points; the same colours and marker shapes as :func:`plot`."""
+    its markers at the recorded points; the same colours and marker shapes as :func:`plot`.
+    Give it :func:`in_measured_seconds`'s curves: the records' own seconds do not compare."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
     for recipe, curve in curves.items():
         name, family = DETECTORS[recipe]
         ax.plot([p["seconds"] for p in curve], [p[key] for p in curve], marker=FAMILY_MARKERS[family],
                 color=colour(recipe), label=name, markersize=5)
-    return _finish_axes(ax, "training seconds (log scale)",
+    return _finish_axes(ax, xlabel,
                         {"map_50": "test mAP@0.5", "map": "test mAP@[.5:.95]"}[key], legend, "lower right")
 
 
@@ -295,12 +315,20 @@ def in_measured_seconds(curves: dict[str, list[dict]], costs: dict[str, StepCost
                 for p in curve] for r, curve in curves.items()}
 
 
-def main(argv: list[str] | None = None) -> list[Measurement]:
+def main(argv: list[str] | None = None) -> list[Measurement] | dict[str, StepCost]:
     parser = argparse.ArgumentParser(prog="python -m lessons_pkg.detector_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=positive_int, default=checkpoints.VAL_IMAGES)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--only", nargs="*", default=list(DETECTORS), choices=list(DETECTORS))
+    parser.add_argument("--train-cost", type=positive_int, default=None, metavar="STEPS",
+                        help="instead: the training cost per step of the detectors, STEPS timed steps "
+                             "each after one untimed, side by side in one run (cost_per_step)")
     args = parser.parse_args(argv)
+    if args.train_cost:
+        costs = cost_per_step(args.only, steps=args.train_cost, warmup=1, device=args.device or "cpu")
+        print(f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+        print(format_costs(costs))
+        return costs
     rows = measure(args.only, args.images, args.device)
     print(f"device: {args.device or train.default_device()}, {torch.get_num_threads()} CPU threads, "
           f"torch {torch.__version__}")

@@ -60,6 +60,10 @@ def test_measure_one_checkpoint_and_plot():
     (row,) = rows
     assert row.name == "SSD" and row.family == "one-stage" and row.ms_per_image > 0
     assert 0 <= row.map <= row.map_50 <= 1 and row.parameters > 0
+    assert row.ms_quartiles[0] <= row.ms_per_image <= row.ms_quartiles[1]
+    from lessons_pkg import records
+    test = records.load_record(records.default_path("ssd"))["test"]
+    assert (row.test_map_50, row.test_map) == (test["map_50"], test["map"])
     table = detector_speed.format_table(rows)
     assert "SSD" in table and "mAP@0.5" in table
     ax = detector_speed.plot(rows)
@@ -94,6 +98,10 @@ def test_seconds_to_reach_and_a_record_without_a_curve(tmp_path):
     curve = [{"seconds": 5.0, "map_50": 0.5}, {"seconds": 10.0, "map_50": 0.9}, {"seconds": 20.0, "map_50": 0.88}]
     assert detector_speed.seconds_to_reach(curve, 0.85) == 10.0
     assert detector_speed.seconds_to_reach(curve, 0.95) is None
+    stepped = [{**p, "step": 100 * (i + 1)} for i, p in enumerate(curve)]
+    assert detector_speed.steps_to_reach(stepped, 0.85) == (100, 200)
+    assert detector_speed.steps_to_reach(stepped, 0.4) == (0, 100)
+    assert detector_speed.steps_to_reach(stepped, 0.95) is None
     (tmp_path / "ssd.json").write_text('{"steps": 1}')
     with pytest.raises(ValueError, match="ssd.json has no time-to-quality curve.*--curve"):
         detector_speed.time_to_quality(["ssd"], tmp_path)
@@ -155,6 +163,12 @@ def test_cost_per_step_trains_the_recipes_own_model_and_refuses_unknown_names():
         detector_speed.cost_per_step(("yolo9000",))
     with pytest.raises(ValueError, match="steps >= 1"):
         detector_speed.cost_per_step(("ssd",), steps=0)
+
+
+def test_the_command_prints_the_training_costs(capsys):
+    costs = detector_speed.main(["--only", "centernet", "--train-cost", "1"])
+    assert list(costs) == ["centernet"] and len(costs["centernet"].step_ms) == 1
+    assert "centernet" in capsys.readouterr().out
 
 
 def test_curves_in_measured_seconds_are_steps_times_the_cost():
