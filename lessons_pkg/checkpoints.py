@@ -107,6 +107,10 @@ RECIPES: dict[str, Recipe] = {
     # Faster R-CNN then separates "proposals from the RPN" from "Align instead of Pool".
     "fast_rcnn_align": Recipe(rcnn.FastRCNN, {"pool": "roi_align"}, num_train_images=500, lr=1e-3, pretrained=True,
                               proposals=True),
+    # Faster R-CNN at Fast R-CNN's training settings (500 images, learning rate 1e-3): beside
+    # fast_rcnn_align, the pair differs only in where the proposals come from (selective search
+    # or the RPN, trained with the rest).
+    "faster_rcnn_500": Recipe(faster_rcnn.FasterRCNN, num_train_images=500, lr=1e-3, pretrained=True),
     # The single-shot detectors. SSD's two variants change only how the background default
     # boxes enter the classification loss.
     "yolo": Recipe(yolo.YOLO, pretrained=True),
@@ -124,6 +128,9 @@ RECIPES: dict[str, Recipe] = {
     # of one per class).
     "mask_rcnn": Recipe(mask_rcnn.MaskRCNN, pretrained=True, task="instance"),
     "mask_rcnn_roi_pool": Recipe(mask_rcnn.MaskRCNN, {"pool": "roi_pool"}, pretrained=True, task="instance"),
+    # RoI Pool in the mask branch only: the boxes keep RoI Align, so only the masks can change.
+    "mask_rcnn_mask_roi_pool": Recipe(mask_rcnn.MaskRCNN, {"mask_pool": "roi_pool"}, pretrained=True,
+                                      task="instance"),
     "mask_rcnn_agnostic": Recipe(mask_rcnn.MaskRCNN, {"class_agnostic": True}, pretrained=True, task="instance"),
     # The outside reference point: torchvision's SSDLite from random weights; it cannot use our backbone.
     "ssdlite": Recipe(reference.SSDLite),

@@ -11,10 +11,7 @@ import torch
 from lessons_pkg import checkpoints, records
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt"
-             for name in ("sliding_window", "fcn", "fcn_16s", "fcn_8s", "rcnn", "fast_rcnn", "fast_rcnn_align",
-                          "faster_rcnn", "yolo", "ssd", "ssd_focal", "ssd_random", "ssd_hard", "centernet", "mask_rcnn", "mask_rcnn_roi_pool",
-                          "mask_rcnn_agnostic", "ssdlite")}
+COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt" for name in checkpoints.RECIPES}
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,7 +118,9 @@ def test_the_recipe_alone_sets_the_steps_and_seed_and_nothing_is_overwritten(tmp
 
 
 def test_every_recipe_has_its_committed_checkpoint():
-    assert set(COMMITTED) == set(checkpoints.RECIPES)
+    missing = [name for name, path in COMMITTED.items()
+               if not (path.is_file() and path.with_suffix(".json").is_file())]
+    assert not missing, f"recipes without a committed checkpoint and record: {missing}"
 
 
 def test_load_finds_the_committed_file_by_name():
