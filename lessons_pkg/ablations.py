@@ -32,7 +32,7 @@ import torch
 from . import checkpoints, records
 
 ABLATIONS_DIR = records.PRETRAINED_DIR.parent / "ablations"
-SUMMARY = ("map_50", "map", "map_75", "mar_100", "miou", "accuracy", "mean_iou", "acc_at_iou")
+SUMMARY = ("map_50", "map", "map_75", "mar_100", "recall_50", "boxes_50", "miou", "accuracy", "mean_iou", "acc_at_iou")
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,29 @@ class Ablation:
 
     ``run`` is None when the variants are checkpoint recipes; otherwise ``run(variant, seed)``
     trains one variant live and returns {"val": scores, "test": scores, "train_seconds": s}.
+    ``extra(recipe, model, split)``: scores the records do not keep ({key: value}), computed
+    from each seed's weights (recipes only) and added to its val and test scores.
     """
 
     recipes: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
     what: str = ""
     run: Callable[[str, int], dict] | None = None
+    extra: Callable[[str, torch.nn.Module, str], dict] | None = None
+
+
+def recall_50(recipe: str, model: torch.nn.Module, split: str) -> dict:
+    """{"recall_50": COCO's recall at IoU 0.5, 100 dets (:func:`metrics.recall_at_iou`: how many
+    objects are found, loose boxes or tight), "boxes_50": the number of detections of score >= 0.5
+    (what a user who thresholds at 0.5 sees)} on the images of ``split`` that a record scores."""
+    from . import metrics, train
+    r = checkpoints.RECIPES[recipe]
+    n = checkpoints.VAL_IMAGES if split == "val" else checkpoints.TEST_IMAGES
+    loader = train.make_loader(checkpoints.evaluation_set(split, n, r.config, r.proposals), batch_size=16,
+                               shuffle=False)
+    preds, targets = train.evaluate(model, loader)
+    return {"recall_50": round(metrics.recall_at_iou(preds, targets, 0.5, 100), 6),
+            "boxes_50": sum(int((p["scores"] >= 0.5).sum()) for p in preds)}
 
 
 # ----------------------------------------------------------------------------- live runs of chapters
@@ -184,15 +201,22 @@ def run(name: str, overwrite: bool = False) -> dict:
             if ablation.run is not None:
                 runs[str(seed)] = ablation.run(recipe, seed)
                 continue
+            extra = {"val": {}, "test": {}}
             if seed == checkpoints.RECIPES[recipe].seed:
                 record = records.load_record(records.default_path(recipe))
+                if ablation.extra is not None:
+                    model, _ = checkpoints.load(recipe)
+                    extra = {split: ablation.extra(recipe, model, split) for split in extra}
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     record = checkpoints.make_checkpoint(recipe, Path(tmp) / f"{recipe}.pt", seed=seed)
+                    if ablation.extra is not None:
+                        model, _ = checkpoints.load(recipe, Path(tmp) / f"{recipe}.pt")
+                        extra = {split: ablation.extra(recipe, model, split) for split in extra}
                 record["command"] = checkpoints.command_line(recipe, Path(f"/tmp/{recipe}_seed{seed}.pt"),
                                                              checkpoints.RECIPES[recipe].steps, seed)
             runs[str(seed)] = {"command": record["command"], "train_seconds": record["train_seconds"],
-                               "val": record["val"], "test": record["test"]}
+                               "val": {**record["val"], **extra["val"]}, "test": {**record["test"], **extra["test"]}}
         result["recipes"][recipe] = {"runs": runs, "val": summarize(runs, "val"), "test": summarize(runs, "test")}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

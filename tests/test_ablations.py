@@ -18,7 +18,13 @@ def test_committed_ablation_records(name):
         assert set(r["runs"]) == {str(s) for s in ablation.seeds}
         if ablation.run is None:
             committed = records.load_record(records.default_path(recipe))
-            assert r["runs"]["0"]["test"] == committed["test"]              # seed 0: the committed file
+            seed0 = r["runs"]["0"]["test"]
+            assert {k: seed0[k] for k in committed["test"]} == committed["test"]   # seed 0: the committed file
+            if ablation.extra is None:                              # and what the extra scoring adds
+                assert seed0 == committed["test"]
+            else:
+                assert all(set(run[split]) > set(committed[split]) for run in r["runs"].values()
+                           for split in ("val", "test"))
         for split in ("val", "test"):
             for key, summary in r[split].items():
                 values = [run[split][key] for run in r["runs"].values()]
@@ -43,12 +49,23 @@ def test_the_command_trains_the_other_seeds_and_keeps_their_scores(tmp_path, mon
     monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
     monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
     monkeypatch.setattr(ablations, "ABLATIONS_DIR", tmp_path)
-    monkeypatch.setitem(ablations.ABLATIONS, "tiny", ablations.Ablation(("sliding_window",), seeds=(0, 1)))
+    seen = []
+
+    def extra(recipe, model, split):            # each seed's own weights, each split
+        seen.append((recipe, split))
+        return {"recall_50": float(sum(p.sum() for p in model.parameters()))}
+
+    monkeypatch.setitem(ablations.ABLATIONS, "tiny", ablations.Ablation(("sliding_window",), seeds=(0, 1),
+                                                                        extra=extra))
     assert ablations.main(["tiny"]) == 0
     record = json.loads((tmp_path / "tiny.json").read_text())
     runs = record["recipes"]["sliding_window"]["runs"]
     assert runs["1"]["command"] == "python -m lessons_pkg.checkpoints sliding_window --out /tmp/sliding_window_seed1.pt --seed 1"
     assert runs["1"]["test"]["num_images"] == 4
+    assert seen == [("sliding_window", "val"), ("sliding_window", "test")] * 2
+    assert runs["0"]["test"]["recall_50"] != runs["1"]["test"]["recall_50"]   # seed 1's weights, not seed 0's
+    summary = record["recipes"]["sliding_window"]["test"]["recall_50"]
+    assert summary["values"] == [runs["0"]["test"]["recall_50"], runs["1"]["test"]["recall_50"]]
     assert list(tmp_path.iterdir()) == [tmp_path / "tiny.json"]            # no weights kept
     with pytest.raises(SystemExit):                                           # never overwritten unasked
         ablations.main(["tiny"])
