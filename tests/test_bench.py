@@ -44,8 +44,11 @@ def test_format_table_marks_targets():
     assert lines[4].split()[-1] == "3.00"
 
 
-def test_groups_are_registered_by_name():
-    assert "ops" in bench.GROUPS
+def test_an_unknown_group_is_refused_by_name(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        bench.main(["boxes", "--tiny"])
+    assert "boxes" in capsys.readouterr().err
 
 
 def test_clustered_boxes_are_valid_and_overlap():
