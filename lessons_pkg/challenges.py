@@ -76,8 +76,10 @@ CHALLENGES: dict[str, Challenge] = {
         "a test mIoU above the FCN checkpoint's, with at most half its parameters",
         "at most the FCN recipe's 1500 steps of 32 crops",
         "challenges.score_segmentation(your_model)",
-        "the next chapter ranked the decoders: keep the best, then narrow the channels, or use "
-        "depthwise-separable convolutions; count with `sum(p.numel() for p in model.parameters())`."),
+        "the upsampling comparison that closes this part ranks the decoders early in training "
+        "only, three seeds each: start from a kind that no other kind is above there, then narrow "
+        "the channels or use depthwise-separable convolutions, and check each choice at the full "
+        "budget; count with `sum(p.numel() for p in model.parameters())`."),
     "throughput": Challenge(
         "Beyond the course", "Make a second process pay",
         "two processes (DDP, gloo) training at least 1.8 times the images per second of one "
