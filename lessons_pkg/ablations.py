@@ -147,8 +147,9 @@ def upsampling_run(kind: str, seed: int, steps: int = UPSAMPLING_STEPS) -> dict:
 
 
 ABLATIONS = {
-    "ssd_negatives": Ablation(("ssd", "ssd_random", "ssd_focal"),
-                              what="how the background default boxes enter SSD's classification loss"),
+    "ssd_negatives": Ablation(("ssd", "ssd_random", "ssd_focal", "ssd_focal_no_alpha"),
+                              what="how the background default boxes enter SSD's classification loss",
+                              extra=recall_50),
     "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
                            what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
     "localizer_box_weight": Ablation(("0.1", "1.0", "10.0"),

@@ -116,6 +116,9 @@ RECIPES: dict[str, Recipe] = {
     "yolo": Recipe(yolo.YOLO, pretrained=True),
     "ssd": Recipe(ssd.SSD, pretrained=True, curve_every=150),
     "ssd_focal": Recipe(ssd.SSD, {"negatives": "focal"}, pretrained=True),
+    # The focal loss's modulation alone, without its α weighting of objects against background
+    # (Lin et al., eq. 4 instead of eq. 5): beside ssd_focal, one change.
+    "ssd_focal_no_alpha": Recipe(ssd.SSD, {"negatives": "focal", "focal_alpha": None}, pretrained=True),
     "ssd_random": Recipe(ssd.SSD, {"negatives": "random"}, pretrained=True),
     # The bar of the object-detection part's open challenge (lessons_pkg.challenges): SSD's
     # recipe on the "hard" preset (more, smaller, more overlapping objects), val and test alike.

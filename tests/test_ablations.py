@@ -35,6 +35,20 @@ def test_committed_ablation_records(name):
         assert len({run["test"][first] for run in r["runs"].values()}) > 1     # the seeds differ
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_the_extra_scores_of_seed_0_are_those_of_the_committed_weights():
+    """The recall@0.5 and box count that ssd_negatives adds for seed 0 come from the committed
+    checkpoint's weights: rescored here, they agree (another recipe's weights would not)."""
+    ablation = ablations.ABLATIONS["ssd_negatives"]
+    runs = ablations.load("ssd_negatives")["recipes"]
+    model, _ = checkpoints.load("ssd_focal_no_alpha")
+    again = ablation.extra("ssd_focal_no_alpha", model, "test")
+    seed0 = runs["ssd_focal_no_alpha"]["runs"]["0"]["test"]
+    assert again["recall_50"] == pytest.approx(seed0["recall_50"], abs=1e-4)
+    assert again["boxes_50"] == seed0["boxes_50"]
+    assert again["boxes_50"] != runs["ssd_focal"]["runs"]["0"]["test"]["boxes_50"]   # the check can tell them apart
+
+
 def test_a_live_run_of_a_chapter_reproduces_its_record():
     """Seed 1 of the cheapest live variant, trained again, scores what the record says."""
     record = ablations.load("localizer_workflows")["recipes"]["frozen"]["runs"]["1"]
