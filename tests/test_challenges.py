@@ -16,9 +16,11 @@ def test_every_challenge_has_a_bar_from_the_records():
     assert challenges.bar("detector") == records.load_record(records.default_path("ssd_hard"))["test"]["map_50"]
     assert challenges.bar("instance") == records.load_record(records.default_path("mask_rcnn"))["test"]["segm"]["map"]
     assert challenges.bar("segmentation") == records.load_record(records.default_path("fcn"))["test"]["miou"]
-    weights = ablations.load("localizer_box_weight")["recipes"]
-    best = max((ablations.summarize(r["runs"], "test")["mean_iou"] for r in weights.values()), key=lambda s: s["mean"])
-    assert challenges.bar("localizer") == pytest.approx(best["mean"] + best["spread"])
+    # no seed of any of the chapter's runs (every λ, every workflow) reaches the localizer's bar
+    for name in ("localizer_box_weight", "localizer_workflows"):
+        for variant, r in ablations.load(name)["recipes"].items():
+            assert challenges.bar("localizer") >= r["test"]["mean_iou"]["mean"] + r["test"]["mean_iou"]["spread"] - 1e-9
+    assert challenges.bar("localizer") == pytest.approx(0.861 + 0.010, abs=0.002)   # 'pretrained, unfrozen' today
     with pytest.raises(ValueError, match="unknown challenge 'fastest'"):
         challenges.bar("fastest")
 
@@ -62,7 +64,7 @@ def test_the_throughput_challenge_reads_a_benchmark_record(tmp_path, capsys):
     committed = challenges.score_throughput()
     runs = json.loads((challenges.BENCH_DIR / "train_throughput.json").read_text())["runs"]
     assert committed["value"] == pytest.approx(runs[2]["images_per_second"] / runs[0]["images_per_second"])
-    assert not committed["beaten"]                # 1.43 on the course's 2-core machine
+    assert not committed["beaten"]                # the committed record's speed-up is below the 1.8 bar
     fast = tmp_path / "fast.json"
     fast.write_text(json.dumps({"runs": [{"processes": 1, "threads_per_process": 1, "images_per_second": 50.0},
                                          {"processes": 2, "threads_per_process": 1, "images_per_second": 95.0}]}))
