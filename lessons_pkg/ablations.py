@@ -6,7 +6,7 @@
     python -m lessons_pkg.ablations upsampling             # every upsampling kind, seeds 0, 1, 2
 
 An ablation (``ABLATIONS``) is a few variants that change one thing, trained with several
-seeds. Either the variants are recipes of :mod:`lessons_pkg.checkpoints`, trained at the
+seeds. Either the variants are recipes of :mod:`lessons_pkg.recipes`, trained at the
 recipe's budget: seed 0 of each is the committed checkpoint (its record's scores are reused),
 the other seeds are trained into a temporary folder. Or they are the runs a chapter trains live
 (``run(variant, seed)`` trains one and scores it): seed 0 is what the chapter shows, and every
@@ -17,8 +17,6 @@ variants only where it is larger than the spread.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoints, records
+from . import evaluation, metrics, records, recipes, training
 
 ABLATIONS_DIR = records.PRETRAINED_DIR.parent / "ablations"
 SUMMARY = ("map_50", "map", "map_75", "mar_100", "recall_50", "boxes_50", "miou", "accuracy", "mean_iou", "acc_at_iou")
@@ -56,12 +54,9 @@ def recall_50(recipe: str, model: torch.nn.Module, split: str) -> dict:
     """{"recall_50": COCO's recall at IoU 0.5, 100 dets (:func:`metrics.recall_at_iou`: how many
     objects are found, loose boxes or tight), "boxes_50": the number of detections of score >= 0.5
     (what a user who thresholds at 0.5 sees)} on the images of ``split`` that a record scores."""
-    from . import metrics, train
-    r = checkpoints.RECIPES[recipe]
-    n = checkpoints.VAL_IMAGES if split == "val" else checkpoints.TEST_IMAGES
-    loader = train.make_loader(checkpoints.evaluation_set(split, n, r.config, r.proposals), batch_size=16,
-                               shuffle=False)
-    preds, targets = train.evaluate(model, loader)
+    r = recipes.get(recipe)
+    dataset = evaluation.evaluation_set(split, evaluation.split_size(split), r.config, r.proposals)
+    preds, targets = evaluation.predictions(model, dataset)
     return {"recall_50": round(metrics.recall_at_iou(preds, targets, 0.5, 100), 6),
             "boxes_50": sum(int((p["scores"] >= 0.5).sum()) for p in preds)}
 
@@ -83,13 +78,10 @@ def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
     """One of the chapter's 200-step runs (:func:`lessons_pkg.models.localizer.train_workflow`),
     scored on its val and test splits, with its training loss curve (``curve``: the logged steps
     and total losses, which the chapter draws)."""
-    from . import metrics, train
     from .models.localizer import train_workflow
     sets = localizer_data()
     model, history = train_workflow(sets["train"], workflow, box_weight=box_weight, seed=seed)
-    scores = {split: train.evaluate(model, train.make_loader(sets[split], 128, shuffle=False),
-                                    metric=metrics.localization_metrics) for split in ("val", "test")}
-    return {**{split: {k: round(v, 6) for k, v in s.items()} for split, s in scores.items()},
+    return {**{split: evaluation.score(model, sets[split], "localization") for split in ("val", "test")},
             "train_seconds": round(history.seconds, 1),
             "curve": {"steps": history.steps, "total": [round(v, 5) for v in history.losses["total"]]}}
 
@@ -126,14 +118,13 @@ def upsampling_run(kind: str, seed: int, steps: int = UPSAMPLING_STEPS) -> dict:
     """One of the upsampling chapter's runs at ``steps`` steps, scored on val and test, with
     the stride-2 pattern of its class scores on the 64 val images
     (:func:`lessons_pkg.upsampling.stride_pattern`, scores centred per image and class)."""
-    from . import metrics, train, upsampling
+    from . import train, upsampling
     sets = upsampling_data()
     torch.manual_seed(seed)
     model = upsampling_model(kind)
     history = train.fit(model, train.make_loader(sets["train"], batch_size=16), steps=steps, lr=3e-3,
                         warmup_steps=10, log_every=50, progress=False, seed=seed, device="cpu")
-    scores = {split: train.evaluate(model, train.make_loader(sets[split], 16, shuffle=False), device="cpu",
-                                    metric=metrics.segmentation_metrics) for split in ("val", "test")}
+    scores = {split: evaluation.score(model, sets[split], "segmentation", device="cpu") for split in ("val", "test")}
     model.eval()
     with torch.no_grad():
         images = torch.stack([sets["val"][i][0] for i in range(len(sets["val"]))])
@@ -141,7 +132,7 @@ def upsampling_run(kind: str, seed: int, steps: int = UPSAMPLING_STEPS) -> dict:
     pattern = upsampling.stride_pattern(logits - logits.mean((2, 3), keepdim=True), 2, border=8)
     print(f"upsampling {kind!r} seed {seed}: val mIoU {scores['val']['miou']:.3f}, "
           f"{history.seconds:.0f} s", file=sys.stderr, flush=True)
-    return {**{split: {"miou": round(float(s["miou"]), 6)} for split, s in scores.items()},
+    return {**{split: {"miou": s["miou"]} for split, s in scores.items()},
             "pattern": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in pattern.items()},
             "train_seconds": round(history.seconds, 1)}
 
@@ -191,9 +182,7 @@ def summarize(runs: dict[str, dict], split: str) -> dict:
 def run(name: str, overwrite: bool = False) -> dict:
     """Train the missing seeds of ablation ``name`` and write its record; returns it."""
     ablation = ABLATIONS[name]
-    out = path(name)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = records.check_writable(path(name), overwrite)
     result = {"ablation": name, "command": f"python -m lessons_pkg.ablations {name}", "what": ablation.what,
               "seeds": list(ablation.seeds), "torch": torch.__version__, "recipes": {}}
     for recipe in ablation.recipes:
@@ -203,24 +192,22 @@ def run(name: str, overwrite: bool = False) -> dict:
                 runs[str(seed)] = ablation.run(recipe, seed)
                 continue
             extra = {"val": {}, "test": {}}
-            if seed == checkpoints.RECIPES[recipe].seed:
+            if seed == recipes.get(recipe).seed:
                 record = records.load_record(records.default_path(recipe))
                 if ablation.extra is not None:
-                    model, _ = checkpoints.load(recipe)
+                    model, _ = recipes.load(recipe)
                     extra = {split: ablation.extra(recipe, model, split) for split in extra}
             else:
                 with tempfile.TemporaryDirectory() as tmp:
-                    record = checkpoints.make_checkpoint(recipe, Path(tmp) / f"{recipe}.pt", seed=seed)
+                    record = training.make_checkpoint(recipe, Path(tmp) / f"{recipe}.pt", seed=seed)
                     if ablation.extra is not None:
-                        model, _ = checkpoints.load(recipe, Path(tmp) / f"{recipe}.pt")
+                        model, _ = recipes.load(recipe, Path(tmp) / f"{recipe}.pt")
                         extra = {split: ablation.extra(recipe, model, split) for split in extra}
-                record["command"] = checkpoints.command_line(recipe, Path(f"/tmp/{recipe}_seed{seed}.pt"),
-                                                             checkpoints.RECIPES[recipe].steps, seed)
+                record["command"] = recipes.remake_command(recipe, Path(f"/tmp/{recipe}_seed{seed}.pt"), seed=seed)
             runs[str(seed)] = {"command": record["command"], "train_seconds": record["train_seconds"],
                                "val": {**record["val"], **extra["val"]}, "test": {**record["test"], **extra["test"]}}
         result["recipes"][recipe] = {"runs": runs, "val": summarize(runs, "val"), "test": summarize(runs, "test")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    records.write_json(out, result)
     return result
 
 
@@ -230,23 +217,9 @@ def load(name: str) -> dict:
         raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
     if not path(name).exists():
         raise FileNotFoundError(f"{path(name)} is missing; make it with python -m lessons_pkg.ablations {name}")
-    return json.loads(path(name).read_text())
+    return records.read_json(path(name))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lessons_pkg.ablations", description=__doc__.split("\n")[0])
-    parser.add_argument("ablation", choices=sorted(ABLATIONS))
-    parser.add_argument("--overwrite", action="store_true", help="replace the ablation's record if it exists")
-    args = parser.parse_args(argv)
-    try:
-        result = run(args.ablation, args.overwrite)
-    except FileExistsError as error:
-        parser.error(str(error))
-    for recipe, r in result["recipes"].items():
-        shown = "   ".join(f"{key} {s['mean']:.3f} ± {s['spread']:.3f}" for key, s in r["test"].items())
-        print(f"{recipe:<24} test {shown}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # python -m lessons_pkg.ablations: the command is commands/ablations.py
+    from lessons_pkg.commands.ablations import main
     sys.exit(main())

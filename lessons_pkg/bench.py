@@ -172,29 +172,6 @@ def ops_cases(device: torch.device, tiny: bool = False) -> list[Case]:
 GROUPS: dict[str, Callable[..., list[Case]]] = {"ops": ops_cases}
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(prog="python -m lessons_pkg.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="group", required=True)
-    for name, fn in GROUPS.items():
-        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0])
-        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-        p.add_argument("--repeats", type=positive_int, default=7)
-        p.add_argument("--warmup", type=nonnegative_int, default=2)
-        p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test")
-        p.add_argument("--only", default="", help="run cases whose name contains this")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    import torchvision
-    print(f"device: {device} ({torch.get_num_threads()} CPU threads), torch {torch.__version__}"
-          f", torchvision {torchvision.__version__}", flush=True)
-    rows = []
-    for case in GROUPS[args.group](device, tiny=args.tiny):
-        if args.only in case.name:
-            rows.append(measure(case, device, args.repeats, args.warmup))
-    print(format_table(rows), flush=True)
-    return rows
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":   # python -m lessons_pkg.bench: the command is commands/bench.py
+    from lessons_pkg.commands.bench import main
+    sys.exit(main())

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import ablations, checkpoints, metrics, records, train
+from . import ablations, evaluation, records
 
 BENCH_DIR = records.PRETRAINED_DIR.parent / "bench"
 
@@ -164,19 +164,19 @@ def score_nms(nms: Callable, num_boxes: int = 5000, repeats: int = 5, seed: int 
 def score_localizer(model: nn.Module) -> dict:
     """Mean IoU of a localizer (the chapter's contract) on the chapter's 300 single-object test images."""
     test = ablations.localizer_data()["test"]
-    scores = train.evaluate(model, train.make_loader(test, 128, shuffle=False), metric=metrics.localization_metrics)
+    scores = evaluation.score(model, test, "localization")
     return _verdict("localizer", scores["mean_iou"], bar("localizer"), "test mean IoU")
 
 
 def score_detector(model: nn.Module) -> dict:
     """Test mAP@0.5 of a detector (the course's contract) on the hard preset's 300 test images."""
-    scored = checkpoints.split_record("detection", model, "test", checkpoints.TEST_IMAGES, config="hard")
+    scored = evaluation.split_scores("detection", model, "test", config="hard")
     return _verdict("detector", scored["map_50"], bar("detector"), "hard-preset test mAP@0.5")
 
 
 def score_instance(model: nn.Module) -> dict:
     """Test mask mAP@[.5:.95] of an instance-segmentation model on the 300 test images."""
-    scored = checkpoints.split_record("instance", model, "test", checkpoints.TEST_IMAGES)
+    scored = evaluation.split_scores("instance", model, "test")
     return _verdict("instance", scored["segm"]["map"], bar("instance"), "test mask mAP")
 
 
@@ -189,7 +189,7 @@ def score_segmentation(model: nn.Module) -> dict:
         print(f"{CHALLENGES['segmentation'].title}: {parameters:,} parameters, over the limit of {limit:,} "
               "(half the FCN's): not scored.")
         return {"challenge": "segmentation", "value": 0.0, "bar": bar("segmentation"), "beaten": False}
-    scored = checkpoints.split_record("segmentation", model, "test", checkpoints.TEST_IMAGES)
+    scored = evaluation.split_scores("segmentation", model, "test")
     return _verdict("segmentation", scored["miou"], bar("segmentation"), f"test mIoU ({parameters:,} parameters)")
 
 

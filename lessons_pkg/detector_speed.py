@@ -3,7 +3,7 @@
     python -m lessons_pkg.detector_speed --images 64
     python -m lessons_pkg.detector_speed --train-cost 4     # training cost per step, side by side
 
-Each detector is loaded from its committed checkpoint (:func:`checkpoints.load`, weights
+Each detector is loaded from its committed checkpoint (:func:`recipes.load`, weights
 only) and run on the first ``images`` validation images one at a time, batch 1, as a camera
 would feed it. Every image is timed on this machine (CUDA synchronized around each call), and
 the same predictions give COCO mAP, so the two axes of the chart come from one run. The time
@@ -13,7 +13,6 @@ untimed (one-off allocations and kernel choices).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,8 +23,11 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from . import checkpoints, metrics, records, train
-from .cli import positive_int
+from . import evaluation, metrics, records, train
+from .models import rcnn
+from .recipes import get, load
+from .train.distributed import Context
+from .training import make_train_loader, shapes_training_set
 from .data import make_split
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "pretrained"
@@ -85,7 +87,7 @@ def time_detector(model: nn.Module, images: list[torch.Tensor], device: torch.de
     return predictions, times
 
 
-def measure(recipes=tuple(DETECTORS), num_images: int = checkpoints.VAL_IMAGES,
+def measure(recipes=tuple(DETECTORS), num_images: int = evaluation.VAL_IMAGES,
             device: torch.device | str | None = None, directory: Path = PRETRAINED,
             warmup: int = 2) -> list[Measurement]:
     """Load each recipe's checkpoint from ``directory`` and measure it on the val images."""
@@ -98,7 +100,7 @@ def measure(recipes=tuple(DETECTORS), num_images: int = checkpoints.VAL_IMAGES,
     images, targets = [s[0] for s in samples], [s[1] for s in samples]
     rows = []
     for recipe in recipes:
-        model, record = checkpoints.load(recipe, Path(directory) / f"{recipe}.pt")
+        model, record = load(recipe, Path(directory) / f"{recipe}.pt")
         predictions, times = time_detector(model, images, device, warmup)
         scores = metrics.mean_average_precision(predictions, targets)
         name, family = DETECTORS[recipe]
@@ -152,7 +154,7 @@ def _finish_axes(ax: plt.Axes, xlabel: str, ylabel: str, legend: bool, loc: str)
 
 # ----------------------------------------------------------------------------- time to quality
 def time_to_quality(recipes=tuple(DETECTORS), directory: Path = PRETRAINED) -> dict[str, list[dict]]:
-    """recipe -> its record's time-to-quality curve (:class:`checkpoints.QualityCurve`): points
+    """recipe -> its record's time-to-quality curve (:class:`lessons_pkg.training.QualityCurve`): points
     {"step", "seconds", "map_50", "map", ...} on the test split. Nothing is trained or run here.
     Raises ValueError naming the record that has no curve and the command that adds one."""
     curves = {}
@@ -225,7 +227,7 @@ def cost_per_step(recipes=tuple(DETECTORS), steps: int = 4, warmup: int = 2, num
     """The training cost per optimizer step of several recipes, measured side by side in one run
     on this machine (the same process, threads and load), so that the costs compare.
 
-    ``recipes``: names in :data:`checkpoints.RECIPES`, or a dict name -> :class:`checkpoints.Recipe`.
+    ``recipes``: names in :data:`lessons_pkg.recipes.RECIPES`, or a dict name -> :class:`lessons_pkg.recipes.Recipe`.
     Each recipe's model is built as its recipe builds it (``Recipe.build(pretrained=True)``,
     seeded with its seed) and trained by ``train.fit`` with its optimizer settings on batches of
     its batch size from the first ``num_images`` images of its training data (rendered, and with
@@ -234,17 +236,12 @@ def cost_per_step(recipes=tuple(DETECTORS), steps: int = 4, warmup: int = 2, num
     every recipe per round, the order rotated each round, so a change of the machine's load
     falls on every recipe alike. Returns name -> :class:`StepCost` (``ms_per_step``: the median).
     """
-    from .models import rcnn
-    from .train.__main__ import make_train_loader, shapes_training_set
-    from .train.distributed import Context
 
     if steps < 1 or warmup < 0 or num_images < 1:
         raise ValueError(f"steps >= 1, warmup >= 0 and num_images >= 1 needed; got {steps}, {warmup}, {num_images}")
     chosen = dict(recipes) if isinstance(recipes, dict) else {}
     for name in ([] if isinstance(recipes, dict) else recipes):
-        if name not in checkpoints.RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; choose from {sorted(checkpoints.RECIPES)}")
-        chosen[name] = checkpoints.RECIPES[name]
+        chosen[name] = get(name)
     device = torch.device(device)
     datasets: dict[tuple, tuple] = {}   # recipes that train on the same images share them
     runs = {}
@@ -315,26 +312,6 @@ def in_measured_seconds(curves: dict[str, list[dict]], costs: dict[str, StepCost
                 for p in curve] for r, curve in curves.items()}
 
 
-def main(argv: list[str] | None = None) -> list[Measurement] | dict[str, StepCost]:
-    parser = argparse.ArgumentParser(prog="python -m lessons_pkg.detector_speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=positive_int, default=checkpoints.VAL_IMAGES)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--only", nargs="*", default=list(DETECTORS), choices=list(DETECTORS))
-    parser.add_argument("--train-cost", type=positive_int, default=None, metavar="STEPS",
-                        help="instead: the training cost per step of the detectors, STEPS timed steps "
-                             "each after one untimed, side by side in one run (cost_per_step)")
-    args = parser.parse_args(argv)
-    if args.train_cost:
-        costs = cost_per_step(args.only, steps=args.train_cost, warmup=1, device=args.device or "cpu")
-        print(f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-        print(format_costs(costs))
-        return costs
-    rows = measure(args.only, args.images, args.device)
-    print(f"device: {args.device or train.default_device()}, {torch.get_num_threads()} CPU threads, "
-          f"torch {torch.__version__}")
-    print(format_table(rows))
-    return rows
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":   # python -m lessons_pkg.detector_speed: the command is commands/detector_speed.py
+    from lessons_pkg.commands.detector_speed import main
+    sys.exit(main())

@@ -80,11 +80,18 @@ def load_record(path: str | Path) -> dict:
     return record
 
 
+def write_json(path: str | Path, value) -> Path:
+    """The one writer of the course's JSON records (checkpoints, ablations, benchmarks): ``value``
+    as indented JSON at ``path`` (its folder made); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+    return path
+
+
 def write_record(path: str | Path, record: dict) -> Path:
     """Write ``record`` as the JSON beside the weights at ``path``; returns the JSON's path."""
-    out = Path(path).with_suffix(".json")
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    return out
+    return write_json(Path(path).with_suffix(".json"), record)
 
 
 def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str = "float16",
@@ -111,6 +118,12 @@ def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str 
     return record
 
 
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of the file at ``path``, in hex (what a record keeps to pin a data file)."""
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def display_path(path: str | Path) -> str:
     """``path`` as a command line shows it: relative to the repository when inside it."""
     path = Path(path).resolve()
@@ -118,11 +131,17 @@ def display_path(path: str | Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def check_writable(out: str | Path, overwrite: bool) -> Path:
-    """``out`` as a Path; FileExistsError naming it when it (or its record) exists and
-    ``overwrite`` is False: a checkpoint is never replaced without being asked."""
-    out = Path(out)
-    existing = [p for p in (out, out.with_suffix(".json")) if p.exists()]
+def refuse_overwrite(paths, overwrite: bool, advice: str = "pass --overwrite to replace it, or --out another path") -> None:
+    """The one overwrite check of the course: FileExistsError naming the first of ``paths`` that
+    exists, with ``advice``, unless ``overwrite``. Nothing is replaced without being asked."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it, or --out another path")
+        raise FileExistsError(f"{existing[0]} exists; {advice}")
+
+
+def check_writable(out: str | Path, overwrite: bool) -> Path:
+    """``out`` as a Path, if it may be written: :func:`refuse_overwrite` of the file and the
+    record beside it (``NAME.json``; a JSON record is its own)."""
+    out = Path(out)
+    refuse_overwrite(dict.fromkeys((out, out.with_suffix(".json"))), overwrite)
     return out

@@ -6,7 +6,8 @@ import statistics
 
 import pytest
 
-from lessons_pkg import ablations, checkpoints, records
+from lessons_pkg import ablations, evaluation, recipes, records
+from lessons_pkg.commands import ablations as ablations_command
 
 
 @pytest.mark.parametrize("name", sorted(ablations.ABLATIONS))
@@ -41,7 +42,7 @@ def test_the_extra_scores_of_seed_0_are_those_of_the_committed_weights():
     checkpoint's weights: rescored here, they agree (another recipe's weights would not)."""
     ablation = ablations.ABLATIONS["ssd_negatives"]
     runs = ablations.load("ssd_negatives")["recipes"]
-    model, _ = checkpoints.load("ssd_focal_no_alpha")
+    model, _ = recipes.load("ssd_focal_no_alpha")
     again = ablation.extra("ssd_focal_no_alpha", model, "test")
     seed0 = runs["ssd_focal_no_alpha"]["runs"]["0"]["test"]
     assert again["recall_50"] == pytest.approx(seed0["recall_50"], abs=1e-4)
@@ -58,10 +59,10 @@ def test_a_live_run_of_a_chapter_reproduces_its_record():
 
 
 def test_the_command_trains_the_other_seeds_and_keeps_their_scores(tmp_path, monkeypatch):
-    recipe = checkpoints.RECIPES["sliding_window"]
-    monkeypatch.setitem(checkpoints.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8, steps=2))
-    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
-    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    recipe = recipes.RECIPES["sliding_window"]
+    monkeypatch.setitem(recipes.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8, steps=2))
+    monkeypatch.setattr(evaluation, "VAL_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "TEST_IMAGES", 4)
     monkeypatch.setattr(ablations, "ABLATIONS_DIR", tmp_path)
     seen = []
 
@@ -71,7 +72,7 @@ def test_the_command_trains_the_other_seeds_and_keeps_their_scores(tmp_path, mon
 
     monkeypatch.setitem(ablations.ABLATIONS, "tiny", ablations.Ablation(("sliding_window",), seeds=(0, 1),
                                                                         extra=extra))
-    assert ablations.main(["tiny"]) == 0
+    assert ablations_command.main(["tiny"]) == 0
     record = json.loads((tmp_path / "tiny.json").read_text())
     runs = record["recipes"]["sliding_window"]["runs"]
     assert runs["1"]["command"] == "python -m lessons_pkg.checkpoints sliding_window --out /tmp/sliding_window_seed1.pt --seed 1"
@@ -82,7 +83,7 @@ def test_the_command_trains_the_other_seeds_and_keeps_their_scores(tmp_path, mon
     assert summary["values"] == [runs["0"]["test"]["recall_50"], runs["1"]["test"]["recall_50"]]
     assert list(tmp_path.iterdir()) == [tmp_path / "tiny.json"]            # no weights kept
     with pytest.raises(SystemExit):                                           # never overwritten unasked
-        ablations.main(["tiny"])
+        ablations_command.main(["tiny"])
 
 
 def test_apart_claims_only_gaps_beyond_both_spreads():

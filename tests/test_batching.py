@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from lessons_pkg import batching, checkpoints, data, metrics, train
+from lessons_pkg import batching, data, metrics, recipes, train
 from lessons_pkg.inputs import IGNORE_INDEX
 from lessons_pkg.models import fcn, mask_rcnn, ssd, yolo
 
@@ -43,7 +43,7 @@ def test_restore_sizes_clips_boxes_and_crops_maps():
 def test_trained_models_take_images_of_different_sizes(name):
     """The largest image needs no padding, so in a mixed batch its predictions equal its own;
     the others' predictions lie inside their own frame."""
-    model, _ = checkpoints.load(name)
+    model, _ = recipes.load(name)
     ds = data.make_split("val", 3)
     big = ds[0][0]
     images = [big, big[:, :96, :80].contiguous(), big[:, 20:, 30:110].contiguous()]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from lessons_pkg import ablations, challenges, checkpoints, records
+from lessons_pkg import ablations, challenges, recipes, records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +39,7 @@ def test_the_nms_challenge_scores_only_an_exact_nms(capsys):
 
 def test_the_detector_challenge_scores_on_the_hard_preset():
     """SSD's own hard-preset checkpoint scores its record's number: it ties the bar, it does not beat it."""
-    model, record = checkpoints.load("ssd_hard")
+    model, record = recipes.load("ssd_hard")
     result = challenges.score_detector(model)
     assert result["value"] == pytest.approx(record["test"]["map_50"], abs=0.01)
 
@@ -54,7 +54,7 @@ def test_the_localizer_challenge_says_not_yet_for_an_untrained_model(capsys):
 
 
 def test_the_segmentation_challenge_refuses_a_model_over_half_the_parameters(capsys):
-    model, _ = checkpoints.load("fcn")
+    model, _ = recipes.load("fcn")
     result = challenges.score_segmentation(model)
     assert result["value"] == 0.0 and not result["beaten"]
     assert "over the limit" in capsys.readouterr().out

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_pkg import checkpoints, records
+from lessons_pkg import evaluation, recipes, records, training
+from lessons_pkg.commands import checkpoints as checkpoints_command
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt" for name in checkpoints.RECIPES}
+COMMITTED = {name: ROOT / "data" / "pretrained" / f"{name}.pt" for name in recipes.RECIPES}
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,7 +30,7 @@ def test_checkpoint_is_small_and_weights_only(name):
     state = torch.load(path, map_location="cpu", weights_only=True)
     dtype = DTYPES[json.loads(path.with_suffix(".json").read_text())["dtype"]]
     assert all(v.dtype in (dtype, torch.int64) for v in state.values())  # int64: BN's counters
-    model = checkpoints.RECIPES[name].build()
+    model = recipes.RECIPES[name].build()
     assert set(state) == set(model.state_dict())
 
 
@@ -38,17 +39,17 @@ def test_record_says_how_to_reproduce_it(name):
     """The record's command, read by the command's own parser, trains the recipe as it stands:
     ``python -m lessons_pkg.checkpoints NAME`` with no other flag remakes the committed file."""
     record = json.loads(COMMITTED[name].with_suffix(".json").read_text())
-    recipe = checkpoints.RECIPES[name]
+    recipe = recipes.RECIPES[name]
     words = shlex.split(record["command"])
     assert words[:4] == ["python", "-m", "lessons_pkg.checkpoints", name]
-    args = checkpoints.parser().parse_args(words[3:])
+    args = checkpoints_command.parser().parse_args(words[3:])
     assert args.out is None or (ROOT / args.out).resolve() == records.default_path(name) == COMMITTED[name]
     assert args.steps in (None, recipe.steps) and args.seed in (None, recipe.seed)
     assert record["steps"] == recipe.steps and record["seed"] == recipe.seed
     assert record["recipe"] == name and record["torch"] and record["dtype"] in DTYPES
     for key, value in recipe.settings().items():
         assert record[key] == value, key
-    assert record["val"]["num_images"] == checkpoints.VAL_IMAGES
+    assert record["val"]["num_images"] == evaluation.VAL_IMAGES
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
@@ -56,11 +57,11 @@ def test_record_says_how_to_reproduce_it(name):
 def test_recorded_scores_reproduce(name, split):
     """The record's scores on the 64 val images and on the 300 test images (the headline
     numbers and the bars) are those of the committed weights."""
-    model, record = checkpoints.load(name, COMMITTED[name])
+    model, record = recipes.load(name, COMMITTED[name])
     recorded = record[split]
     assert recorded["split"] == split
-    assert recorded["num_images"] == {"val": checkpoints.VAL_IMAGES, "test": checkpoints.TEST_IMAGES}[split]
-    result = checkpoints.split_record(record["task"], model, split, recorded["num_images"], recorded["config"],
+    assert recorded["num_images"] == {"val": evaluation.VAL_IMAGES, "test": evaluation.TEST_IMAGES}[split]
+    result = evaluation.split_scores(record["task"], model, split, recorded["num_images"], recorded["config"],
                                       record["proposals"])
     # Float arithmetic differs a little across machines and thread counts: a detection may flip.
     keys = ["miou", "pixel_accuracy"] if record["task"] == "segmentation" else ["map_50", "map"]
@@ -73,35 +74,35 @@ def test_recorded_scores_reproduce(name, split):
 
 def test_missing_checkpoint_names_the_file_and_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.pt.*python -m lessons_pkg\.checkpoints sliding_window"):
-        checkpoints.load("sliding_window", tmp_path / "missing.pt")
+        recipes.load("sliding_window", tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="unknown recipe 'yolo9000'"):
-        checkpoints.load("yolo9000", tmp_path / "x.pt")
+        recipes.load("yolo9000", tmp_path / "x.pt")
 
 
 def test_the_command_trains_and_writes_a_record(tmp_path, monkeypatch):
-    recipe = checkpoints.RECIPES["sliding_window"]
-    monkeypatch.setitem(checkpoints.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8))
-    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
-    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    recipe = recipes.RECIPES["sliding_window"]
+    monkeypatch.setitem(recipes.RECIPES, "sliding_window", dataclasses.replace(recipe, num_train_images=8))
+    monkeypatch.setattr(evaluation, "VAL_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "TEST_IMAGES", 4)
     out = tmp_path / "sw.pt"
-    assert checkpoints.main(["sliding_window", "--out", str(out), "--steps", "2", "--seed", "3"]) == 0
+    assert checkpoints_command.main(["sliding_window", "--out", str(out), "--steps", "2", "--seed", "3"]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["num_train_images"] == 8 and record["val"]["num_images"] == 4
     assert record["steps"] == 2 and record["seed"] == 3 and record["command"].endswith("--steps 2 --seed 3")
-    model, _ = checkpoints.load("sliding_window", out)
+    model, _ = recipes.load("sliding_window", out)
     assert not model.training
 
 
 def test_the_recipe_alone_sets_the_steps_and_seed_and_nothing_is_overwritten(tmp_path, monkeypatch):
     """No --steps, no --seed: the recipe's own (what makes the committed file); the record's
     command is then the shortest one; an existing checkpoint is replaced only with --overwrite."""
-    recipe = checkpoints.RECIPES["sliding_window"]
-    monkeypatch.setitem(checkpoints.RECIPES, "sliding_window",
+    recipe = recipes.RECIPES["sliding_window"]
+    monkeypatch.setitem(recipes.RECIPES, "sliding_window",
                         dataclasses.replace(recipe, num_train_images=8, steps=3, seed=5))
-    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
-    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "VAL_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "TEST_IMAGES", 4)
     out = tmp_path / "sw.pt"
-    assert checkpoints.main(["sliding_window", "--out", str(out)]) == 0
+    assert checkpoints_command.main(["sliding_window", "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["steps"] == 3 and record["seed"] == 5 and record["dtype"] == "float16"
     assert record["command"] == f"python -m lessons_pkg.checkpoints sliding_window --out {out}"
@@ -109,12 +110,12 @@ def test_the_recipe_alone_sets_the_steps_and_seed_and_nothing_is_overwritten(tmp
     assert {v.dtype for v in state.values()} <= {torch.float16, torch.int64}
     before = out.read_bytes()
     with pytest.raises(SystemExit):
-        checkpoints.main(["sliding_window", "--out", str(out), "--steps", "1"])
+        checkpoints_command.main(["sliding_window", "--out", str(out), "--steps", "1"])
     assert out.read_bytes() == before
-    assert checkpoints.main(["sliding_window", "--out", str(out), "--steps", "1", "--overwrite"]) == 0
+    assert checkpoints_command.main(["sliding_window", "--out", str(out), "--steps", "1", "--overwrite"]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["command"].endswith("--steps 1")
     with pytest.raises(SystemExit):
-        checkpoints.main(["sliding_window", "--out", str(tmp_path / "x.pt"), "--steps", "0"])
+        checkpoints_command.main(["sliding_window", "--out", str(tmp_path / "x.pt"), "--steps", "0"])
 
 
 def test_every_recipe_has_its_committed_checkpoint():
@@ -124,7 +125,7 @@ def test_every_recipe_has_its_committed_checkpoint():
 
 
 def test_load_finds_the_committed_file_by_name():
-    model, record = checkpoints.load("sliding_window")
+    model, record = recipes.load("sliding_window")
     assert record == json.loads(COMMITTED["sliding_window"].with_suffix(".json").read_text())
     assert records.default_path("ssd") == COMMITTED["ssd"]
 
@@ -152,10 +153,10 @@ def test_rescore_rewrites_the_scores_and_leaves_the_weights(tmp_path, monkeypatc
     import shutil
     for suffix in (".pt", ".json"):
         shutil.copy(COMMITTED["sliding_window"].with_suffix(suffix), tmp_path / f"sw{suffix}")
-    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
-    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "VAL_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "TEST_IMAGES", 4)
     weights = (tmp_path / "sw.pt").read_bytes()
-    assert checkpoints.main(["sliding_window", "--out", str(tmp_path / "sw.pt"), "--rescore"]) == 0
+    assert checkpoints_command.main(["sliding_window", "--out", str(tmp_path / "sw.pt"), "--rescore"]) == 0
     record = json.loads((tmp_path / "sw.json").read_text())
     assert record["val"]["num_images"] == 4 and record["test"]["num_images"] == 4
     assert record["command"] == json.loads(COMMITTED["sliding_window"].with_suffix(".json").read_text())["command"]
@@ -163,10 +164,10 @@ def test_rescore_rewrites_the_scores_and_leaves_the_weights(tmp_path, monkeypatc
 
 
 def _small_recipe(monkeypatch, name: str, **changes) -> None:
-    recipe = checkpoints.RECIPES[name]
-    monkeypatch.setitem(checkpoints.RECIPES, name, dataclasses.replace(recipe, num_train_images=8, **changes))
-    monkeypatch.setattr(checkpoints, "VAL_IMAGES", 4)
-    monkeypatch.setattr(checkpoints, "TEST_IMAGES", 4)
+    recipe = recipes.RECIPES[name]
+    monkeypatch.setitem(recipes.RECIPES, name, dataclasses.replace(recipe, num_train_images=8, **changes))
+    monkeypatch.setattr(evaluation, "VAL_IMAGES", 4)
+    monkeypatch.setattr(evaluation, "TEST_IMAGES", 4)
 
 
 def test_the_record_keeps_a_time_to_quality_curve_and_the_curve_does_not_change_the_training(tmp_path, monkeypatch):
@@ -176,7 +177,7 @@ def test_the_record_keeps_a_time_to_quality_curve_and_the_curve_does_not_change_
     the test images draws from): the weights equal those of a run without intermediate points."""
     _small_recipe(monkeypatch, "faster_rcnn", curve_every=1)
     out = tmp_path / "with_curve.pt"
-    record = checkpoints.make_checkpoint("faster_rcnn", out, steps=3)
+    record = training.make_checkpoint("faster_rcnn", out, steps=3)
     curve = record["curve"]
     assert [p["step"] for p in curve] == [1, 2, 3]
     assert all(set(p) == {"step", "seconds", "map_50", "map"} for p in curve)
@@ -187,7 +188,7 @@ def test_the_record_keeps_a_time_to_quality_curve_and_the_curve_does_not_change_
 
     _small_recipe(monkeypatch, "faster_rcnn", curve_every=100)
     plain = tmp_path / "without.pt"
-    assert [p["step"] for p in checkpoints.make_checkpoint("faster_rcnn", plain, steps=3)["curve"]] == [3]
+    assert [p["step"] for p in training.make_checkpoint("faster_rcnn", plain, steps=3)["curve"]] == [3]
     a, b = torch.load(out, weights_only=True), torch.load(plain, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -195,17 +196,17 @@ def test_the_record_keeps_a_time_to_quality_curve_and_the_curve_does_not_change_
 def test_curve_only_retrains_and_fills_the_existing_record_without_touching_the_weights(tmp_path, monkeypatch):
     _small_recipe(monkeypatch, "ssd", curve_every=2)
     out = tmp_path / "ssd.pt"
-    record = checkpoints.make_checkpoint("ssd", out, steps=4)
+    record = training.make_checkpoint("ssd", out, steps=4)
     weights = out.read_bytes()
     del record["curve"]
     records.write_record(out, record)
-    assert checkpoints.main(["ssd", "--out", str(out), "--steps", "4", "--curve"]) == 0
+    assert checkpoints_command.main(["ssd", "--out", str(out), "--steps", "4", "--curve"]) == 0
     again = json.loads(out.with_suffix(".json").read_text())
     assert out.read_bytes() == weights
     assert [p["step"] for p in again["curve"]] == [2, 4] and "--curve" in again["curve_made_by"]
     assert again["curve_threads"] == torch.get_num_threads()
     assert again["curve"][-1]["map_50"] == pytest.approx(record["test"]["map_50"], abs=1e-6)  # the same run
     with pytest.raises(ValueError, match="trained for 4 steps"):
-        checkpoints.make_checkpoint("ssd", out, steps=5, curve_only=True)
+        training.make_checkpoint("ssd", out, steps=5, curve_only=True)
     with pytest.raises(FileNotFoundError):
-        checkpoints.make_checkpoint("ssd", tmp_path / "none.pt", steps=4, curve_only=True)
+        training.make_checkpoint("ssd", tmp_path / "none.pt", steps=4, curve_only=True)

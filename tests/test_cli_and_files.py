@@ -6,19 +6,21 @@ import time
 import pytest
 import torch
 
-from lessons_pkg import bench, checkpoints, detector_speed, pretrain, records
-from lessons_pkg.data import __main__ as data_cli
+from lessons_pkg import recipes, records
+from lessons_pkg.commands import bench, checkpoints, detector_speed
+from lessons_pkg.commands import data_export as data_cli
+from lessons_pkg.commands import pretrain as pretrain_command
 from lessons_pkg.data import export_coco, make_split
 
 
 @pytest.mark.parametrize("main, argv, option", [
     (checkpoints.main, ["ssd", "--steps", "0"], "--steps"),
     (checkpoints.main, ["ssd", "--steps", "-3"], "--steps"),
-    (pretrain.main, ["--steps", "0"], "--steps"),
-    (pretrain.main, ["--num-images", "0"], "--num-images"),
-    (pretrain.main, ["--batch-size", "-1"], "--batch-size"),
-    (pretrain.main, ["--lr", "0"], "--lr"),
-    (pretrain.main, ["--lr", "nan"], "--lr"),
+    (pretrain_command.main, ["--steps", "0"], "--steps"),
+    (pretrain_command.main, ["--num-images", "0"], "--num-images"),
+    (pretrain_command.main, ["--batch-size", "-1"], "--batch-size"),
+    (pretrain_command.main, ["--lr", "0"], "--lr"),
+    (pretrain_command.main, ["--lr", "nan"], "--lr"),
     (detector_speed.main, ["--images", "0"], "--images"),
     (bench.main, ["ops", "--repeats", "0"], "--repeats"),
     (bench.main, ["ops", "--warmup", "-1"], "--warmup"),
@@ -101,4 +103,4 @@ def test_checkpoint_load_names_a_corrupt_file(tmp_path):
     bad.write_bytes(b"garbage")
     bad.with_suffix(".json").write_text("{}")
     with pytest.raises(ValueError, match=r"ssd.pt: not a readable checkpoint"):
-        checkpoints.load("ssd", bad)
+        recipes.load("ssd", bad)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from lessons_pkg import data
-from lessons_pkg.data.__main__ import main as cli
+from lessons_pkg.commands.data_export import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "data" / "shapes_coco"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lessons_pkg import detector_speed, metrics
+from lessons_pkg.commands import detector_speed as detector_speed_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,14 +80,14 @@ def test_time_to_quality_reads_every_detector_curve_from_its_record():
     """Every detector of the chart has a curve in its record: increasing seconds and steps, its last
     point the recipe's full training and within 0.03 of the committed weights' test mAP@0.5 (a
     --curve run trains the recipe again; other thread counts round differently)."""
-    from lessons_pkg import checkpoints, records
+    from lessons_pkg import recipes, records
 
     curves = detector_speed.time_to_quality()
     assert list(curves) == list(detector_speed.DETECTORS)
     for recipe, curve in curves.items():
         record = records.load_record(records.default_path(recipe))
         steps = [p["step"] for p in curve]
-        assert steps == sorted(steps) and steps[-1] == checkpoints.RECIPES[recipe].steps, recipe
+        assert steps == sorted(steps) and steps[-1] == recipes.RECIPES[recipe].steps, recipe
         seconds = [p["seconds"] for p in curve]
         assert seconds == sorted(seconds) and seconds[0] > 0, recipe
         assert abs(curve[-1]["map_50"] - record["test"]["map_50"]) <= 0.03, recipe
@@ -133,7 +134,7 @@ def test_cost_per_step_ranks_a_planted_slower_step_and_keeps_the_one_off_costs_a
     """The planted fault: a recipe whose every step sleeps 30 ms more must come out slower by
     about that much; a recipe with proposals pays selective search once per training image,
     not in its steps."""
-    from lessons_pkg.checkpoints import Recipe
+    from lessons_pkg.recipes import Recipe
 
     recipes = {"fast": Recipe(TinyDetector, batch_size=2, num_train_images=500),
                "slow": Recipe(SlowTinyDetector, batch_size=2, num_train_images=500),
@@ -166,7 +167,7 @@ def test_cost_per_step_trains_the_recipes_own_model_and_refuses_unknown_names():
 
 
 def test_the_command_prints_the_training_costs(capsys):
-    costs = detector_speed.main(["--only", "centernet", "--train-cost", "1"])
+    costs = detector_speed_command.main(["--only", "centernet", "--train-cost", "1"])
     assert list(costs) == ["centernet"] and len(costs["centernet"].step_ms) == 1
     assert "centernet" in capsys.readouterr().out
 

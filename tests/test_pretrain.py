@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_pkg import data, pretrain
+from lessons_pkg import data
+from lessons_pkg.commands import pretrain
 from lessons_pkg.models import localizer as L
 
 ROOT = Path(__file__).resolve().parents[1]

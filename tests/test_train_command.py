@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_pkg import checkpoints
-from lessons_pkg.train.__main__ import main
+from lessons_pkg import recipes
+from lessons_pkg.commands.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "data" / "shapes_coco"
@@ -27,7 +27,7 @@ def torchrun(args, nproc=2, timeout=600):
 @pytest.mark.usefixtures("one_thread")
 def test_one_process_on_the_shapes_data_writes_loadable_files(tmp_path):
     assert main(["ssd", "--out", str(tmp_path), *TINY]) == 0
-    model, record = checkpoints.load("ssd", tmp_path / "model.pt")
+    model, record = recipes.load("ssd", tmp_path / "model.pt")
     assert record["steps"] == 4 and record["world_size"] == 1
     assert record["classes"] == ["circle", "square", "triangle", "star"]   # the shapes data's, in order
     assert record["command"].startswith("python -m lessons_pkg.train ssd --out")
@@ -44,7 +44,7 @@ def test_two_processes_under_torchrun_with_gloo(tmp_path):
                        str(COCO / "annotations.json"), "--steps", "6", "--batch-size", "2", "--out", str(tmp_path),
                        "--quiet", "--device", "cpu", "--eval-every", "3"])
     assert result.returncode == 0, result.stderr[-3000:]
-    model, record = checkpoints.load("ssd", tmp_path / "model.pt")
+    model, record = recipes.load("ssd", tmp_path / "model.pt")
     assert record["world_size"] == 2 and record["backend"] == "gloo" and record["num_classes"] == 4
     assert record["command"].startswith("torchrun --nproc_per_node=2 -m lessons_pkg.train ssd")
     assert record["val"]["num_images"] == 24 and [e["step"] for e in record["evaluations"]] == [3]
@@ -98,7 +98,7 @@ def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, model):
     coco = ["--images", str(root), "--annotations", str(root / "annotations.json"),
             "--val-images", str(root), "--val-annotations", str(root / "annotations.json")]
     assert main([model, "--out", str(tmp_path / "run"), *coco, "--steps", "2", "--batch-size", "4", "--quiet"]) == 0
-    _, record = checkpoints.load(model, tmp_path / "run" / "model.pt")
+    _, record = recipes.load(model, tmp_path / "run" / "model.pt")
     key = "miou" if model == "fcn" else "map_50"
     assert record["val"]["num_images"] == 8 and 0 <= record["val"][key] <= 1
 
@@ -182,7 +182,7 @@ def test_with_per_process_batchnorm_the_ddp_step_is_not_the_union_step(tmp_path)
 @pytest.mark.cuda
 def test_amp_on_cuda_trains_and_records_it(tmp_path):
     assert main(["ssd", "--out", str(tmp_path), *TINY, "--amp", "--device", "cuda"]) == 0
-    _, record = checkpoints.load("ssd", tmp_path / "model.pt")
+    _, record = recipes.load("ssd", tmp_path / "model.pt")
     assert record["amp"] and record["device"].startswith("cuda")
 
 
@@ -191,13 +191,13 @@ def test_amp_on_cuda_trains_and_records_it(tmp_path):
 def test_two_gpus_under_torchrun_with_nccl(tmp_path):
     result = torchrun(["-m", "lessons_pkg.train", "mask_rcnn", *TINY, "--out", str(tmp_path), "--device", "cuda"])
     assert result.returncode == 0, result.stderr[-3000:]
-    _, record = checkpoints.load("mask_rcnn", tmp_path / "model.pt")
+    _, record = recipes.load("mask_rcnn", tmp_path / "model.pt")
     assert record["backend"] == "nccl" and record["world_size"] == 2
 
 
 def test_throughput_benchmark_writes_its_record_and_keeps_an_existing_one(tmp_path, capsys):
     """A smoke test of the benchmark (tiny runs; the numbers are its business, not a test's)."""
-    from lessons_pkg.train import throughput
+    from lessons_pkg.commands import throughput
 
     out = tmp_path / "t.json"
     record = throughput.main(["--steps", "2", "--batch-size", "1", "--device", "cpu", "--out", str(out),

@@ -10,7 +10,8 @@ from PIL import Image
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lessons_pkg import data, figures, train, viz  # noqa: E402
+from lessons_pkg import data, train, viz  # noqa: E402
+from lessons_pkg.commands import figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

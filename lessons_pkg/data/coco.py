@@ -24,6 +24,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .. import records
 from ..records import read_json
 from .dataset import ShapesDataset, apply_transforms
 
@@ -44,10 +45,9 @@ def check_export_folder(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a folder")
-    existing = [p for p in (out / ANNOTATION_FILE, out / IMAGE_DIR) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists: {out} already holds a dataset; pass overwrite=True "
-                              "(--overwrite on the command line) to replace it, or choose another folder")
+    records.refuse_overwrite((out / ANNOTATION_FILE, out / IMAGE_DIR), overwrite,
+                             f"{out} already holds a dataset; pass overwrite=True (--overwrite on the command "
+                             "line) to replace it, or choose another folder")
     return out
 
 
