@@ -134,11 +134,11 @@ def test_model_that_returns_no_loss_dict_is_named(loader):
 
 @pytest.mark.parametrize("schedule, expected_last", [("constant", 1.0), ("cosine", 0.0), ("linear", 0.0)])
 def test_schedules(schedule, expected_last):
-    factors = [train._lr_factor(schedule, s, 101, warmup_steps=10) for s in range(101)]
+    factors = [train.lr_factor(schedule, s, 101, warmup_steps=10) for s in range(101)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[-1] == pytest.approx(expected_last, abs=0.02)
     with pytest.raises(ValueError, match="unknown schedule"):
-        train._lr_factor("step", 50, 100, 0)
+        train.lr_factor("step", 50, 100, 0)
 
 
 def test_bad_arguments(loader):

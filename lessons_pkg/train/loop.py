@@ -177,8 +177,10 @@ def _make_optimizer(optimizer: str | torch.optim.Optimizer, params: list, lr: fl
     raise ValueError(f"unknown optimizer {optimizer!r}; use 'adamw', 'sgd' or a torch.optim.Optimizer")
 
 
-def _lr_factor(schedule: str, step: int, steps: int, warmup_steps: int) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based): linear warm-up, then the schedule."""
+def lr_factor(schedule: str, step: int, steps: int, warmup_steps: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``steps``: linear warm-up over
+    ``warmup_steps``, then ``schedule`` ("cosine", "linear" or "constant"). What ``fit`` applies;
+    a chapter draws a recipe's schedule with it."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
@@ -263,7 +265,7 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
     bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, leave=True)
     start = time.perf_counter()
     for step in range(start_step, steps):
-        factor = _lr_factor(schedule, step, steps, warmup_steps)
+        factor = lr_factor(schedule, step, steps, warmup_steps)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * factor
         inputs, targets = next(batches)
