@@ -165,7 +165,7 @@ def test_contract_train_and_eval(device):
     assert set(losses) == {"loss_cls"} and torch.isfinite(losses["loss_cls"])
     losses["loss_cls"].backward()
     model.eval()
-    model.score_threshold = 0.0  # an untrained model: keep everything to see the output's shape
+    model.config.score_threshold = 0.0  # an untrained model: keep everything to see the output's shape
     with torch.no_grad():
         out = model(images)
     assert len(out) == 2

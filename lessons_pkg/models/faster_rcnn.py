@@ -30,7 +30,7 @@ Boxes are xyxy in image pixels. The head's deltas Tensor[B, 4A, h, w] hold ancho
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -257,6 +257,32 @@ class RegionProposalNetwork(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the model
+@dataclass
+class FasterRCNNConfig(rcnn.RoIHeadsConfig):
+    """The settings of a :class:`FasterRCNN`: its RPN, its pooler and box head, and the RoI
+    heads' settings (the fields of :class:`rcnn.RoIHeadsConfig`).
+
+    rpn: an :class:`RPNConfig`, or a dict of its fields (a JSON record's form); its stride must
+        be the backbone's, 8.
+    pool: "roi_align" (Mask R-CNN's RoI Align, aligned, 2 x 2 samples per bin; the default here)
+        or "roi_pool" (the Faster R-CNN paper's, from Fast R-CNN).
+    pooled_size, box_hidden: the pooler's P x P bins, the box head's hidden width.
+    """
+
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    pool: str = "roi_align"
+    pooled_size: int = 7
+    box_hidden: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.rpn, dict):
+            self.rpn = resolve_config(RPNConfig, None, self.rpn)
+        if not isinstance(self.rpn, RPNConfig):
+            raise ValueError(f"rpn must be an RPNConfig or a dict of its fields, got {type(self.rpn).__name__}")
+        rcnn.check_pool(self.pool, "pool")
+
+
 class FasterRCNN(nn.Module):
     """Backbone + RPN + Fast R-CNN's heads (torchvision's layout: ``backbone``, ``rpn``,
     ``roi_heads``), in the one model contract (README).
@@ -269,30 +295,24 @@ class FasterRCNN(nn.Module):
         num_classes: C, labels 1..C.
         pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
             or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
-        rpn: an :class:`RPNConfig` (its stride must be the backbone's, 8).
-        pool: "roi_align" (Mask R-CNN's RoI Align, aligned, 2 x 2 samples per bin; the default
-            here) or "roi_pool" (the Faster R-CNN paper's, from Fast R-CNN).
-        pooled_size, box_hidden: the pooler's P x P bins, the box head's hidden width.
-        **head_settings: passed to :class:`rcnn.RoIHeads` (batch_size_per_image,
-            score_threshold, nms_threshold, detections_per_image, ...).
+        config: a :class:`FasterRCNNConfig`, or its fields as keyword ``settings`` (not both):
+            ``FasterRCNN(pool="roi_pool", batch_size_per_image=64, rpn=RPNConfig(fg_iou=0.6))``.
     """
 
     task = "detection"   # what prepare_batch checks in the targets ("instance" for Mask R-CNN)
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, rpn: RPNConfig | None = None,
-                 pool: str = "roi_align", pooled_size: int = 7, box_hidden: int = 256, **head_settings):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: FasterRCNNConfig | None = None,
+                 **settings):
         super().__init__()
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
+        self.config = c = resolve_config(FasterRCNNConfig, config, settings)
         self.backbone = build_backbone(pretrained_backbone, stride=rcnn.STRIDE)
-        config = rpn if rpn is not None else RPNConfig()
-        if config.stride != self.backbone.stride:
-            raise ValueError(f"the RPN's stride ({config.stride}) must be the backbone's ({self.backbone.stride})")
-        self.rpn = RegionProposalNetwork(self.backbone.out_channels, config)
-        self.pool = pool
-        pooler = rcnn.make_pooler(pool, pooled_size, self.backbone.stride)
-        box_head = rcnn.MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes, box_hidden)
-        self.roi_heads = rcnn.RoIHeads(pooler, box_head, num_classes, **head_settings)
+        if c.rpn.stride != self.backbone.stride:
+            raise ValueError(f"the RPN's stride ({c.rpn.stride}) must be the backbone's ({self.backbone.stride})")
+        self.rpn = RegionProposalNetwork(self.backbone.out_channels, c.rpn)
+        pooler = rcnn.make_pooler(c.pool, c.pooled_size, self.backbone.stride)
+        box_head = rcnn.MLPBoxHead(self.backbone.out_channels, c.pooled_size, num_classes, c.box_hidden)
+        self.roi_heads = rcnn.RoIHeads(pooler, box_head, num_classes, c)
 
     @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):

@@ -70,10 +70,49 @@ class FCNConfig:
     conv_first: bool = False
 
     def __post_init__(self):
-        if self.upsampling not in UPSAMPLING:
-            raise ValueError(f"unknown upsampling {self.upsampling!r}; choose from {UPSAMPLING}")
+        check_upsampling(self.upsampling)
+        self.widths = tuple(self.widths)  # a JSON record gives a list
         if len(self.widths) < 2 or any(int(w) < 1 for w in self.widths):
             raise ValueError(f"widths must hold at least 2 positive channel counts (1 pooling), got {self.widths}")
+
+
+@dataclass
+class BackboneFCNConfig:
+    """The settings of a :class:`BackboneFCN`: the decoder's upsampling kind (any but
+    "max_unpool", since a strided-convolution encoder keeps no pooling switches) and the
+    backbone's widths (smaller ones make tiny test networks; the pretrained weights need the
+    default)."""
+
+    upsampling: str = "bilinear"
+    widths: tuple[int, ...] = WIDTHS
+
+    def __post_init__(self):
+        if self.upsampling == "max_unpool":
+            raise ValueError("upsampling 'max_unpool' needs pooling switches, and this encoder downsamples "
+                             "with strided convolutions; use FCN(upsampling='max_unpool') instead")
+        check_upsampling(self.upsampling)
+        self.widths = tuple(self.widths)
+
+
+@dataclass
+class ScoreFusionFCNConfig:
+    """The settings of a :class:`ScoreFusionFCN`: the strides whose scores are fused, the
+    deepest first, halving at each skip (``(16,)``: FCN-16s, ``(16, 8)``: FCN-8s), and the
+    backbone's widths (the pretrained weights need the default)."""
+
+    strides: tuple[int, ...] = (16, 8)
+    widths: tuple[int, ...] = WIDTHS
+
+    def __post_init__(self):
+        self.strides = tuple(int(s) for s in self.strides)  # a JSON record gives a list
+        self.widths = tuple(self.widths)
+
+
+def check_upsampling(kind: str) -> str:
+    """``kind``, or a ValueError unless it is one of :data:`UPSAMPLING`."""
+    if kind not in UPSAMPLING:
+        raise ValueError(f"unknown upsampling {kind!r}; choose from {UPSAMPLING}")
+    return kind
 
 
 class Upsample(nn.Module):
@@ -94,9 +133,7 @@ class Upsample(nn.Module):
 
     def __init__(self, kind: str, in_ch: int, out_ch: int, conv_first: bool = False):
         super().__init__()
-        if kind not in UPSAMPLING:
-            raise ValueError(f"unknown upsampling {kind!r}; choose from {UPSAMPLING}")
-        self.kind = kind
+        self.kind = check_upsampling(kind)
         conv_first = conv_first or kind == "max_unpool"
         self.pre = conv_bn_relu(in_ch, out_ch) if conv_first else None
         ch = out_ch if conv_first else in_ch
@@ -133,8 +170,9 @@ class SegmentationModel(nn.Module):
     """The contract of every segmentation network here; a subclass defines ``logits``.
 
     ``model(images, targets)`` in train mode: {"loss_seg": pixel-wise cross-entropy} against
-    the targets' "semantic" maps (255 ignored). ``model(images)`` in eval mode: one dict per image
-    with "semantic" int64[H, W] (the argmax) and "scores" float[C + 1, H, W] (probabilities).
+    the targets' "semantic" maps (pixels of ``inputs.IGNORE_INDEX`` left out). ``model(images)`` in
+    eval mode: one dict per image with "semantic" int64[H, W] (the argmax) and "scores"
+    float[C + 1, H, W] (probabilities).
     """
 
     num_classes: int
@@ -169,13 +207,26 @@ class FCN(SegmentationModel):
     target contract (README).
 
     ``model(images, targets)`` in train mode: {"loss_seg": pixel-wise cross-entropy} against
-    the targets' "semantic" maps (255 ignored). ``model(images)`` in eval mode: one dict per image
-    with "semantic" int64[H, W] (the argmax) and "scores" float[C + 1, H, W] (probabilities).
+    the targets' "semantic" maps (pixels of ``inputs.IGNORE_INDEX`` left out). ``model(images)``
+    in eval mode: one dict per image with "semantic" int64[H, W] (the argmax) and "scores"
+    float[C + 1, H, W] (probabilities).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: must be None: this network has no backbone to pretrain (its encoder
+            keeps the pooling switches that "max_unpool" needs); any other value is a ValueError.
+            It is there so that every model is built the same way, ``model(num_classes,
+            pretrained_backbone, config)``.
+        config: an :class:`FCNConfig`, or its fields as keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, config: FCNConfig | None = None, **settings):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: FCNConfig | None = None,
+                 **settings):
         super().__init__()
         check_num_classes(num_classes)
+        if pretrained_backbone is not None:
+            raise ValueError("FCN has no backbone to pretrain (its encoder is its own); use BackboneFCN for "
+                             f"a pretrained one (got pretrained_backbone={pretrained_backbone!r})")
         self.config = c = resolve_config(FCNConfig, config, settings)
         w = [int(v) for v in c.widths]
         self.levels = len(w) - 1
@@ -225,29 +276,23 @@ class BackboneFCN(SegmentationModel):
         num_classes: C, labels 1..C.
         pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
             or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
-        upsampling: the decoder's upsampling kind.
-        widths: the backbone's widths (smaller ones make tiny test networks; the pretrained
-            weights need the default).
+        config: a :class:`BackboneFCNConfig` (``upsampling``, ``widths``), or its fields as
+            keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, upsampling: str = "bilinear",
-                 widths: tuple[int, ...] = WIDTHS):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: BackboneFCNConfig | None = None,
+                 **settings):
         super().__init__()
-        if upsampling == "max_unpool":
-            raise ValueError("upsampling 'max_unpool' needs pooling switches, and this encoder downsamples "
-                             "with strided convolutions; use FCN(upsampling='max_unpool') instead")
-        if upsampling not in UPSAMPLING:
-            raise ValueError(f"unknown upsampling {upsampling!r}; choose from {UPSAMPLING}")
-        check_num_classes(num_classes)
-        self.num_classes, self.upsampling = num_classes, upsampling
-        self.backbone = build_backbone(pretrained_backbone, widths=widths)
+        self.num_classes = check_num_classes(num_classes)
+        self.config = c = resolve_config(BackboneFCNConfig, config, settings)
+        self.backbone = build_backbone(pretrained_backbone, widths=c.widths)
         w = self.backbone.widths
         self.up, self.fuse = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(w) - 1)):  # stride 2^(i+2) -> 2^(i+1)
-            upsample = Upsample(upsampling, w[i + 1], w[i])
+            upsample = Upsample(c.upsampling, w[i + 1], w[i])
             self.up.append(upsample)
             self.fuse.append(block(upsample.out_channels + w[i], w[i]))
-        self.up_full = Upsample(upsampling, w[0], w[0])  # stride 2 -> full resolution
+        self.up_full = Upsample(c.upsampling, w[0], w[0])  # stride 2 -> full resolution
         self.fuse_full = conv_bn_relu(self.up_full.out_channels + 3, w[0])
         self.head = nn.Conv2d(w[0], num_classes + 1, 1)
 
@@ -279,21 +324,27 @@ class ScoreFusionFCN(SegmentationModel):
 
     Tensor[B, 3, H, W] -> scores Tensor[B, C + 1, H, W] for any H, W (padded to a multiple of
     16, cropped back).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        config: a :class:`ScoreFusionFCNConfig` (``strides``, ``widths``), or its fields as
+            keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, strides: tuple[int, ...] = (16, 8),
-                 widths: tuple[int, ...] = WIDTHS):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: ScoreFusionFCNConfig | None = None,
+                 **settings):
         super().__init__()
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.backbone = build_backbone(pretrained_backbone, widths=widths)
-        strides = tuple(int(s) for s in strides)
+        self.num_classes = check_num_classes(num_classes)
+        self.config = c = resolve_config(ScoreFusionFCNConfig, config, settings)
+        self.backbone = build_backbone(pretrained_backbone, widths=c.widths)
+        strides = c.strides
         available = self.backbone.strides
         if not strides or strides[0] != available[-1] or any(s not in available[1:] for s in strides) \
                 or any(a != 2 * b for a, b in zip(strides, strides[1:])):
             raise ValueError(f"strides must start at the backbone's deepest stride {available[-1]} and halve at "
                              f"each skip, down to at least {available[1]}, e.g. {available[:0:-1]}; got {strides}")
-        self.strides = strides
         width = {s: w for s, w in zip(available, self.backbone.widths)}
         scores = num_classes + 1
         self.head = conv_bn_relu(width[strides[0]], width[strides[0]])
@@ -308,8 +359,9 @@ class ScoreFusionFCN(SegmentationModel):
         _, _, height, width = images.shape
         x = pad_to_multiple(images, self.backbone.stride)
         maps = dict(zip(self.backbone.strides, self.backbone.stages(x)))
-        y = self.score[0](self.head(maps[self.strides[0]]))
-        for stride, score, upsample in zip(self.strides[1:], self.score[1:], self.up2):
+        strides = self.config.strides
+        y = self.score[0](self.head(maps[strides[0]]))
+        for stride, score, upsample in zip(strides[1:], self.score[1:], self.up2):
             y = upsample(y) + score(maps[stride])
         return self.up_final(y)[:, :, :height, :width]
 

@@ -135,6 +135,7 @@ class LocalizerConfig:
     beta: float = 0.02
 
     def __post_init__(self):
+        self.widths = tuple(self.widths)  # a JSON record gives a list
         if self.box_loss not in BOX_LOSSES:
             raise ValueError(f"unknown box_loss {self.box_loss!r}; choose from {BOX_LOSSES}")
         if not self.box_weight >= 0:

@@ -44,6 +44,7 @@ Shape key
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from . import faster_rcnn, rcnn
+from .configs import resolve_config
 
 
 # ----------------------------------------------------------------------------- the three functions
@@ -224,6 +226,31 @@ class MaskBranch(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the model
+@dataclass
+class MaskRCNNConfig(faster_rcnn.FasterRCNNConfig):
+    """The settings of a :class:`MaskRCNN`: those of Faster R-CNN (:class:`faster_rcnn.FasterRCNNConfig`:
+    rpn, pool, pooled_size, box_hidden and the RoI heads' settings) and the mask branch's.
+
+    pool: "roi_align" or "roi_pool", for the box head's pooler and (unless ``mask_pool`` says
+        otherwise) the mask branch's.
+    mask_pool: the mask branch's pooler, when it differs from the box head's (None: ``pool``).
+    class_agnostic: one mask per RoI instead of one per class.
+    mask_size, mask_pooled_size: M and P (M = 2 P: the transposed conv doubles the side).
+    mask_width: channels of the mask head's convs.
+    """
+
+    mask_pool: str | None = None
+    class_agnostic: bool = False
+    mask_size: int = 28
+    mask_pooled_size: int = 14
+    mask_width: int = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mask_pool is not None:
+            rcnn.check_pool(self.mask_pool, "mask_pool")
+
+
 class MaskRCNN(faster_rcnn.FasterRCNN):
     """Faster R-CNN + a mask branch in its RoI heads, in the one model contract (README).
 
@@ -237,22 +264,16 @@ class MaskRCNN(faster_rcnn.FasterRCNN):
         num_classes: C, labels 1..C.
         pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
             or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
-        pool: "roi_align" (RoI Align, aligned, 2 x 2 samples per bin) or "roi_pool", for the box
-            head's pooler and (unless ``mask_pool`` says otherwise) the mask branch's.
-        mask_pool: the mask branch's pooler, when it differs from the box head's (None: ``pool``).
-        class_agnostic: one mask per RoI instead of one per class.
-        mask_size, mask_pooled_size: M and P (M = 2 P: the transposed conv doubles the side).
-        mask_width: channels of the mask head's convs.
-        **faster_rcnn_settings: passed to :class:`faster_rcnn.FasterRCNN` (rpn, pooled_size,
-            box_hidden, and RoIHeads' batch_size_per_image, score_threshold, ...).
+        config: a :class:`MaskRCNNConfig`, or its fields as keyword ``settings`` (not both):
+            ``MaskRCNN(mask_pool="roi_pool")``, ``MaskRCNN(class_agnostic=True)``.
     """
 
     task = "instance"
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_align",
-                 mask_pool: str | None = None, class_agnostic: bool = False, mask_size: int = 28,
-                 mask_pooled_size: int = 14, mask_width: int = 64, **faster_rcnn_settings):
-        super().__init__(num_classes, pretrained_backbone, pool=pool, **faster_rcnn_settings)
-        self.roi_heads.mask_branch = MaskBranch(self.backbone.out_channels, num_classes, mask_pool or pool,
-                                                self.backbone.stride,
-                                                mask_pooled_size, mask_size, mask_width, class_agnostic)
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: MaskRCNNConfig | None = None,
+                 **settings):
+        c = resolve_config(MaskRCNNConfig, config, settings)
+        super().__init__(num_classes, pretrained_backbone, c)
+        self.roi_heads.mask_branch = MaskBranch(self.backbone.out_channels, num_classes, c.mask_pool or c.pool,
+                                                self.backbone.stride, c.mask_pooled_size, c.mask_size,
+                                                c.mask_width, c.class_agnostic)

@@ -24,6 +24,7 @@ Shape key
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,7 +37,7 @@ from ..batching import any_size
 from ..inputs import prepare_batch
 from . import proposals as proposal_methods
 from .backbone import Backbone, build_backbone
-from .configs import check_num_classes
+from .configs import check_num_classes, resolve_config
 
 STRIDE = 8  # the R-CNN family's feature map: the backbone's stage at 1/8 of the image
 
@@ -49,11 +50,16 @@ def make_pooler(pool: str, output_size: int, stride: int = STRIDE) -> nn.Module:
     """RoI Pool or RoI Align (aligned, 2 x 2 samples per bin) from a stride-``stride`` feature
     map: ``pooler(features, proposals) -> Tensor[K, D, P, P]`` for proposals in image pixels
     (a list of Tensor[K_i, 4], or Tensor[K, 5] with the image index first)."""
-    if pool == "roi_pool":
+    if check_pool(pool, "pool") == "roi_pool":
         return ops.RoIPool(output_size, spatial_scale=1 / stride)
-    if pool == "roi_align":
-        return ops.RoIAlign(output_size, spatial_scale=1 / stride, sampling_ratio=2, aligned=True)
-    raise ValueError(f"unknown pool {pool!r}; choose from {POOLS}")
+    return ops.RoIAlign(output_size, spatial_scale=1 / stride, sampling_ratio=2, aligned=True)
+
+
+def check_pool(pool: str, name: str) -> str:
+    """``pool``, or a ValueError naming the setting ``name`` unless it is one of :data:`POOLS`."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown {name} {pool!r}; choose from {POOLS}")
+    return pool
 
 
 # ----------------------------------------------------------------------------- box heads
@@ -120,21 +126,61 @@ def fastrcnn_loss(class_logits: Tensor, box_deltas: Tensor, labels: Tensor,
 
 
 # ----------------------------------------------------------------------------- the shared heads
+@dataclass
+class RoIHeadsConfig:
+    """The settings of :class:`RoIHeads` (torchvision's defaults but ``batch_size_per_image``).
+
+    fg_iou, bg_iou: a proposal with IoU >= fg_iou with an object takes its class; below bg_iou it
+    is background; in between, ignored. batch_size_per_image, positive_fraction: the sample that
+    trains the heads (at most a quarter of positives by default). score_threshold,
+    nms_threshold, detections_per_image: test-time post-processing. box_weights: the box coder's
+    weights (dx, dy, dw, dh). add_gt_as_proposals: add the true boxes to the proposals in
+    training (so every object has at least one perfect positive, as torchvision does). seed:
+    the sampler's stream.
+
+    The R-CNN family's model configs extend it, so a model's RoI-head settings are its own
+    keywords (``FastRCNN(batch_size_per_image=64)``).
+    """
+
+    fg_iou: float = 0.5
+    bg_iou: float = 0.5
+    batch_size_per_image: int = 128
+    positive_fraction: float = 0.25
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections_per_image: int = 100
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    add_gt_as_proposals: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        self.box_weights = tuple(self.box_weights)  # a JSON record gives a list
+        if not 0 <= self.bg_iou <= self.fg_iou <= 1:
+            raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={self.bg_iou}, fg_iou={self.fg_iou}")
+        for name in ("batch_size_per_image", "detections_per_image"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.positive_fraction <= 1:
+            raise ValueError(f"positive_fraction must be in (0, 1], got {self.positive_fraction}")
+        if len(self.box_weights) != 4:
+            raise ValueError(f"box_weights must be four numbers (dx, dy, dw, dh), got {self.box_weights}")
+
+
 class RoIHeads(nn.Module):
     """From proposals to detections (or losses), around a pooler and a box head.
+
+    ``RoIHeads(pooler, box_head, num_classes, config)`` or ``RoIHeads(pooler, box_head,
+    num_classes, batch_size_per_image=64, ...)`` with the fields of :class:`RoIHeadsConfig`,
+    which become attributes of the same names: :meth:`postprocess` reads them, so a built
+    model's ``roi_heads.score_threshold`` may be changed to look at more (or fewer) detections.
 
     Args:
         pooler: ``pooler(features, proposals) -> pooled``: cuts each proposal (a list of
             Tensor[K_i, 4] in image pixels) out of ``features`` (a feature map, or the images).
         box_head: pooled -> (class_logits [K, C + 1], box_deltas [K, 4 (C + 1)]).
-        fg_iou, bg_iou: a proposal with IoU >= fg_iou with an object takes its class; below
-            bg_iou it is background; in between, ignored.
-        batch_size_per_image, positive_fraction: the sample that trains the heads (at most a
-            quarter of positives by default).
-        score_threshold, nms_threshold, detections_per_image: test-time post-processing.
-        box_weights: the box coder's weights (dx, dy, dw, dh).
-        add_gt_as_proposals: add the true boxes to the proposals in training (so every object
-            has at least one perfect positive, as torchvision does).
+        num_classes: C.
+        config: a :class:`RoIHeadsConfig` (or a model config that extends it: only its
+            RoI-head fields are read), or its fields as keyword ``settings`` (not both).
         mask_branch: optional, e.g. Mask R-CNN's ``mask_rcnn.MaskBranch``: in training
             ``mask_branch.loss(features, sampled, labels, matched, targets)`` adds "loss_mask"
             over the positive samples; at test time ``mask_branch.predict(features, detections,
@@ -143,18 +189,16 @@ class RoIHeads(nn.Module):
     """
 
     def __init__(self, pooler: Callable[[Tensor, list[Tensor]], Tensor], box_head: nn.Module, num_classes: int,
-                 fg_iou: float = 0.5, bg_iou: float = 0.5, batch_size_per_image: int = 128,
-                 positive_fraction: float = 0.25, score_threshold: float = 0.05, nms_threshold: float = 0.5,
-                 detections_per_image: int = 100, box_weights=(10.0, 10.0, 5.0, 5.0),
-                 add_gt_as_proposals: bool = True, seed: int = 0, mask_branch: nn.Module | None = None):
+                 config: RoIHeadsConfig | None = None, mask_branch: nn.Module | None = None, **settings):
         super().__init__()
+        c = resolve_config(RoIHeadsConfig, config, settings)  # a model's config: its RoI-head fields
         self.pooler, self.box_head, self.num_classes = pooler, box_head, num_classes
-        self.fg_iou, self.bg_iou = fg_iou, bg_iou
-        self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
-        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
-        self.detections_per_image, self.box_weights = detections_per_image, tuple(box_weights)
-        self.add_gt_as_proposals = add_gt_as_proposals
-        self.generator = torch.Generator().manual_seed(seed)  # the sampler's stream (CPU)
+        self.fg_iou, self.bg_iou = c.fg_iou, c.bg_iou
+        self.batch_size_per_image, self.positive_fraction = c.batch_size_per_image, c.positive_fraction
+        self.score_threshold, self.nms_threshold = c.score_threshold, c.nms_threshold
+        self.detections_per_image, self.box_weights = c.detections_per_image, c.box_weights
+        self.add_gt_as_proposals = c.add_gt_as_proposals
+        self.generator = torch.Generator().manual_seed(c.seed)  # the sampler's stream (CPU)
         self.register_module("mask_branch", mask_branch)
 
     def select_training_samples(self, proposals: list[Tensor], targets: list[dict], return_matched: bool = False
@@ -267,17 +311,46 @@ class WithProposals(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------- the two models
+@dataclass
+class FastRCNNConfig(RoIHeadsConfig):
+    """The settings of a :class:`FastRCNN`: its pooler, the proposals it classifies, and the
+    RoI heads' settings (:class:`RoIHeadsConfig`).
+
+    pool: "roi_pool" (the paper's max pooling over quantized bins) or "roi_align" (bilinear
+    samples, no quantization; Mask R-CNN's fix). pooled_size: P, the pooler's P x P bins.
+    proposals_per_image: at most this many proposals per image, best first.
+    """
+
+    pool: str = "roi_pool"
+    pooled_size: int = 7
+    proposals_per_image: int = 300
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_pool(self.pool, "pool")
+
+
+@dataclass
+class RCNNConfig(RoIHeadsConfig):
+    """The settings of an :class:`RCNN`: the side S of its warped crops (a multiple of the
+    backbone's stride, 8), the proposals it classifies per image, and the RoI heads' settings
+    (:class:`RoIHeadsConfig`)."""
+
+    crop_size: int = 32
+    proposals_per_image: int = 300
+
+
 class _ProposalDetector(nn.Module):
     """The contract shared by R-CNN and Fast R-CNN (README): ``model(images, targets)`` ->
     {"loss_cls", "loss_box"}; ``model(images)`` -> one dict per image. Proposals come from
     ``proposals=`` or the targets' "proposals" (see :func:`image_proposals`)."""
 
     roi_heads: RoIHeads
+    config: FastRCNNConfig | RCNNConfig
 
-    def __init__(self, num_classes: int, proposals_per_image: int):
+    def __init__(self, num_classes: int):
         super().__init__()
-        check_num_classes(num_classes)
-        self.num_classes, self.proposals_per_image = num_classes, proposals_per_image
+        self.num_classes = check_num_classes(num_classes)
 
     def features(self, images: Tensor) -> Tensor:
         raise NotImplementedError
@@ -285,7 +358,7 @@ class _ProposalDetector(nn.Module):
     @any_size
     def forward(self, images, targets: list[dict] | None = None, proposals: list[Tensor] | None = None):
         images, checked = prepare_batch(images, targets, self.training, self.num_classes)
-        props = image_proposals(images, targets, proposals, self.proposals_per_image)
+        props = image_proposals(images, targets, proposals, self.config.proposals_per_image)
         detections, losses = self.roi_heads(self.features(images), props, tuple(images.shape[-2:]), checked)
         return losses if self.training else detections
 
@@ -293,18 +366,22 @@ class _ProposalDetector(nn.Module):
 class FastRCNN(_ProposalDetector):
     """Fast R-CNN: the CNN once per image, proposals cropped from its feature map.
 
-    ``pool="roi_pool"`` (the paper's max pooling over quantized bins) or ``"roi_align"``
-    (bilinear samples, no quantization; Mask R-CNN's fix).
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        config: a :class:`FastRCNNConfig` (e.g. ``pool="roi_align"``, or RoI-head settings such
+            as ``batch_size_per_image``), or its fields as keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, pool: str = "roi_pool",
-                 pooled_size: int = 7, proposals_per_image: int = 300, **head_settings):
-        super().__init__(num_classes, proposals_per_image)
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: FastRCNNConfig | None = None,
+                 **settings):
+        super().__init__(num_classes)
+        self.config = c = resolve_config(FastRCNNConfig, config, settings)
         self.backbone = build_backbone(pretrained_backbone, stride=STRIDE)
-        self.pool, self.pooled_size = pool, pooled_size
-        self.roi_heads = RoIHeads(make_pooler(pool, pooled_size, self.backbone.stride),
-                                  MLPBoxHead(self.backbone.out_channels, pooled_size, num_classes),
-                                  num_classes, **head_settings)
+        self.roi_heads = RoIHeads(make_pooler(c.pool, c.pooled_size, self.backbone.stride),
+                                  MLPBoxHead(self.backbone.out_channels, c.pooled_size, num_classes),
+                                  num_classes, c)
 
     def features(self, images: Tensor) -> Tensor:
         return self.backbone(images)
@@ -315,19 +392,27 @@ class RCNN(_ProposalDetector):
 
     The cost is one CNN pass per proposal, so it classifies fewer proposals per image in
     training (``batch_size_per_image``) and at test time (``proposals_per_image``).
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: None (random), True (the committed ``data/pretrained/backbone.pt``)
+            or the path of a checkpoint of ``python -m lessons_pkg.pretrain``.
+        config: an :class:`RCNNConfig` (e.g. ``crop_size=64``, or RoI-head settings), or its
+            fields as keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, crop_size: int = 32,
-                 proposals_per_image: int = 300, **head_settings):
-        super().__init__(num_classes, proposals_per_image)
-        self.crop_size = crop_size
-        head = CropCNNBoxHead(build_backbone(pretrained_backbone, stride=STRIDE), crop_size, num_classes)
-        self.roi_heads = RoIHeads(self.warp_crops, head, num_classes, **head_settings)
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: RCNNConfig | None = None,
+                 **settings):
+        super().__init__(num_classes)
+        self.config = c = resolve_config(RCNNConfig, config, settings)
+        head = CropCNNBoxHead(build_backbone(pretrained_backbone, stride=STRIDE), c.crop_size, num_classes)
+        self.roi_heads = RoIHeads(self.warp_crops, head, num_classes, c)
 
     def warp_crops(self, images: Tensor, proposals: list[Tensor]) -> Tensor:
         """proposals -> Tensor[K, 3, S, S]: each box of the image resized to S x S (RoI Align
         with bilinear samples: the "warp" of the paper, without its context padding)."""
-        return ops.roi_align(images, proposals, self.crop_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        return ops.roi_align(images, proposals, self.config.crop_size, spatial_scale=1.0, sampling_ratio=2,
+                             aligned=True)
 
     def features(self, images: Tensor) -> Tensor:
         return images  # the CNN runs inside the head, once per crop

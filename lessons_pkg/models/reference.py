@@ -14,12 +14,28 @@ boxes back.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from ..batching import any_size
 from ..inputs import prepare_batch
-from .configs import check_num_classes
+from .configs import check_num_classes, resolve_config
+
+
+@dataclass
+class SSDLiteConfig:
+    """The settings of an :class:`SSDLite`: torchvision's SSD arguments under their own names,
+    with the defaults that ``ssdlite320_mobilenet_v3_large`` gives them."""
+
+    score_thresh: float = 0.001
+    nms_thresh: float = 0.55
+    detections_per_img: int = 300
+    topk_candidates: int = 300
+    iou_thresh: float = 0.5        # matching default boxes to objects in training
+    positive_fraction: float = 0.25  # hard negative mining: 3 negatives per positive
 
 
 class SSDLite(nn.Module):
@@ -27,20 +43,22 @@ class SSDLite(nn.Module):
 
     Args:
         num_classes: C, labels 1..C (torchvision counts the background too: it gets C + 1).
-        pretrained_backbone: must be None: a reference point trained from scratch here.
-        **settings: passed to torchvision's SSD (score_thresh, nms_thresh, detections_per_img,
-            topk_candidates, ...).
+        pretrained_backbone: must be None: a reference point trained from scratch here; any
+            other value is a ValueError.
+        config: an :class:`SSDLiteConfig`, or its fields as keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, **settings):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: SSDLiteConfig | None = None,
+                 **settings):
         super().__init__()
-        check_num_classes(num_classes)
+        self.num_classes = check_num_classes(num_classes)
         if pretrained_backbone is not None:
             raise ValueError("SSDLite is the outside reference: it trains from scratch, without our backbone "
                              f"(got pretrained_backbone={pretrained_backbone!r})")
-        self.num_classes = num_classes
+        self.config = resolve_config(SSDLiteConfig, config, settings)
         self.detector = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                      num_classes=num_classes + 1, **settings)
+                                                      num_classes=num_classes + 1,
+                                                      **dataclasses.asdict(self.config))
 
     @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):

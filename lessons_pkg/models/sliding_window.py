@@ -28,6 +28,7 @@ Shape key
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -38,7 +39,7 @@ from .. import boxes as box_ops
 from .. import ops
 from ..batching import any_size
 from ..inputs import check_images, prepare_batch
-from .configs import check_num_classes
+from .configs import check_num_classes, resolve_config
 
 PATCH = 30  # P: the classifier's input side
 STRIDE = 8  # the classifier's total stride (three 2x2 max-pools): the score map's step
@@ -312,40 +313,73 @@ def crop_windows(images: Tensor, windows: list[Tensor]) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- the detector
+@dataclass
+class SlidingWindowConfig:
+    """The settings of a :class:`SlidingWindowDetector`.
+
+    window_sizes: the pyramid's window sides S in image pixels (one level each); training
+        samples windows between the smallest and the largest.
+    stride, method: how :func:`window_scores` slides the windows.
+    score_threshold, nms_threshold, detections_per_image: :func:`detections_from_scores`.
+    seed: the training windows' stream.
+    """
+
+    window_sizes: tuple[float, ...] = (14, 17, 20, 24, 29, 35, 42, 50)
+    stride: int = STRIDE
+    method: str = "convolutional"
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.3
+    detections_per_image: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        self.window_sizes = tuple(self.window_sizes)  # a JSON record gives a list
+        if not self.window_sizes:
+            raise ValueError("window_sizes is empty: give at least one window side in pixels")
+
+
 class SlidingWindowDetector(nn.Module):
     """A :class:`PatchClassifier` trained on sampled windows, detecting by sliding windows.
 
     Train mode: ``model(images, targets)`` samples windows (:func:`sample_windows`) from each
     image, crops them (:func:`crop_windows`) and returns {"loss_cls": cross-entropy}. Eval mode:
     ``model(images)`` returns one dict per image with "boxes", "labels", "scores".
+
+    Args:
+        num_classes: C, labels 1..C.
+        pretrained_backbone: must be None: the patch classifier is not the course's backbone
+            and has no pretrained weights; any other value is a ValueError.
+        config: a :class:`SlidingWindowConfig`, or its fields as keyword ``settings`` (not both).
     """
 
-    def __init__(self, num_classes: int = 4, pretrained_backbone=None, window_sizes: Sequence[float] = (14, 17, 20, 24, 29, 35, 42, 50),
-                 stride: int = STRIDE, method: str = "convolutional", score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3, detections_per_image: int = 100, classifier: PatchClassifier | None = None,
-                 seed: int = 0):
+    def __init__(self, num_classes: int = 4, pretrained_backbone=None, config: SlidingWindowConfig | None = None,
+                 **settings):
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         if pretrained_backbone is not None:
             raise ValueError("the sliding-window detector's patch classifier has no pretrained backbone "
                              f"(got pretrained_backbone={pretrained_backbone!r})")
-        self.num_classes = num_classes
-        self.classifier = classifier if classifier is not None else PatchClassifier(num_classes)
-        self.window_sizes = tuple(window_sizes)
-        self.stride, self.method = stride, method
-        self.score_threshold, self.nms_threshold, self.detections_per_image = score_threshold, nms_threshold, detections_per_image
-        self.generator = torch.Generator().manual_seed(seed)  # the training windows' stream (CPU)
+        self.config = c = resolve_config(SlidingWindowConfig, config, settings)
+        self.classifier = PatchClassifier(num_classes)
+        self.generator = torch.Generator().manual_seed(c.seed)  # the training windows' stream (CPU)
+
+    @property
+    def window_sizes(self) -> tuple[float, ...]:
+        """The pyramid's window sides in image pixels (``config.window_sizes``)."""
+        return self.config.window_sizes
 
     @any_size
     def forward(self, images, targets: list[dict] | None = None):
         images, targets = prepare_batch(images, targets, self.training, self.num_classes)
         size = tuple(images.shape[-2:])
+        c = self.config
         if self.training:
-            lo, hi = min(self.window_sizes), max(self.window_sizes)
+            lo, hi = min(c.window_sizes), max(c.window_sizes)
             sampled = [sample_windows(t, size, (lo, hi), generator=self.generator) for t in targets]
             windows = [wb for wb, _ in sampled]
             labels = torch.cat([lb for _, lb in sampled])
             logits = self.classifier(crop_windows(images, windows))
             return {"loss_cls": F.cross_entropy(logits, labels, ignore_index=-1)}
-        return [sliding_window_detect(image, self.classifier, self.window_sizes, self.stride, self.method,
-                                      self.score_threshold, self.nms_threshold, self.detections_per_image)
+        return [sliding_window_detect(image, self.classifier, c.window_sizes, c.stride, c.method, c.score_threshold,
+                                      c.nms_threshold, c.detections_per_image)
                 for image in images]
