@@ -1,7 +1,6 @@
 """Detection ops written from scratch: NMS and RoI pooling, with torchvision.ops signatures.
 
-This module also re-exports the box functions of :mod:`lessons_pkg.boxes`, so
-``from lessons_pkg import ops`` gives the whole torchvision.ops-like surface.
+The box functions (IoU, formats, coding) live in :mod:`lessons_pkg.boxes`, their one home.
 
 Shape key
     N   boxes given to NMS             K   RoIs (regions of interest)
@@ -19,8 +18,8 @@ RoIs (finite, valid batch indices) on CPU only; on CUDA it trusts them, and a Na
 behaves as in torchvision's kernel: that sample contributes 0.
 
 Threads: the loops (NMS blocks, RoI Pool groups, RoI Align when it runs several grid groups
-or chunks) run on one CPU thread; see _one_thread_on_cpu for why. Single big ops (box_iou,
-fixed-grid RoI Align) use torch's thread count.
+or chunks) run on one CPU thread; see _one_thread_on_cpu for why. Single big ops (fixed-grid
+RoI Align) use torch's thread count.
 """
 from __future__ import annotations
 
@@ -32,16 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .boxes import (box_area, box_convert, box_iou, check_boxes, check_finite,  # noqa: F401
-                    clip_boxes_to_image, decode_boxes, encode_boxes, generalized_box_iou,
-                    remove_small_boxes)
+from . import boxes as box_ops
 from .inputs import as_pair
 
-__all__ = [
-    "box_convert", "box_area", "box_iou", "generalized_box_iou", "clip_boxes_to_image",
-    "remove_small_boxes", "encode_boxes", "decode_boxes", "nms", "batched_nms",
-    "roi_pool", "roi_align", "RoIPool", "RoIAlign",
-]
+__all__ = ["nms", "batched_nms", "roi_pool", "roi_align", "RoIPool", "RoIAlign"]
 
 # Block sizes of the blocked greedy NMS (see _nms_sorted_groups), tuned on a 2-core CPU.
 BLOCK = 128
@@ -73,7 +66,7 @@ def _one_thread_on_cpu(device: torch.device):
 
 # ============================================================================= NMS
 def _check_nms_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> None:
-    check_boxes(boxes, "boxes", ndim=2, finite=False)
+    box_ops.check_boxes(boxes, "boxes", ndim=2, finite=False)
     if not isinstance(scores, Tensor) or scores.dim() != 1 or len(scores) != len(boxes):
         shape = list(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"scores must have shape [N] = [{len(boxes)}] to match boxes, "
@@ -256,7 +249,7 @@ def _rois(input: Tensor, boxes, spatial_scale: float) -> Tensor:
         raise ValueError(f"spatial_scale must be a positive number, got {spatial_scale!r}")
     if isinstance(boxes, (list, tuple)):
         for i, b in enumerate(boxes):
-            check_boxes(b, f"boxes[{i}]", ndim=2, finite=False)
+            box_ops.check_boxes(b, f"boxes[{i}]", ndim=2, finite=False)
         if len(boxes) > len(input):
             raise ValueError(f"boxes has {len(boxes)} tensors but input has only "
                              f"{len(input)} images")
@@ -266,11 +259,11 @@ def _rois(input: Tensor, boxes, spatial_scale: float) -> Tensor:
                for i, b in enumerate(boxes)]
         rois = torch.cat((torch.cat(ids), torch.cat(list(boxes))), 1)
     else:
-        check_boxes(boxes, "boxes", ndim=2, width=5, finite=False)
+        box_ops.check_boxes(boxes, "boxes", ndim=2, width=5, finite=False)
         rois = boxes
     rois = rois.to(dtype=input.dtype, device=input.device)
     if rois.device.type == "cpu" and len(rois):   # free on CPU; a sync on CUDA (see top)
-        check_finite(rois, "boxes")
+        box_ops.check_finite(rois, "boxes")
         b = rois[:, 0]
         if bool((b < 0).any() | (b >= len(input)).any() | (b != b.floor()).any()):
             raise ValueError(f"boxes[:, 0] must hold batch indices in [0, {len(input) - 1}]")

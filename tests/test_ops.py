@@ -7,7 +7,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lessons_pkg import ops
+from lessons_pkg import boxes, ops
 from lessons_pkg.bench import clustered_boxes
 
 
@@ -139,7 +139,7 @@ def test_nms_properties(rows, iou_threshold):
     assert torch.equal(keep, tv_nms(b, s, iou_threshold))
     assert len(set(keep.tolist())) == len(keep)
     assert (s[keep][:-1] >= s[keep][1:]).all()               # decreasing scores
-    iou = ops.box_iou(b[keep], b[keep]).nan_to_num(0).fill_diagonal_(0)
+    iou = boxes.box_iou(b[keep], b[keep]).nan_to_num(0).fill_diagonal_(0)
     assert not (iou > iou_threshold).any()                   # no kept pair overlaps too much
     # batched_nms is the union of per-class NMS.
     union = torch.cat([torch.nonzero(c == k).squeeze(1)[ops.nms(b[c == k], s[c == k],
