@@ -2,12 +2,12 @@
 
 The contract (README, "The target contract"): images are ``Tensor[B, 3, H, W]`` float in [0, 1]
 (or a list of ``Tensor[3, H, W]``; lists of different sizes are padded by
-:func:`lessons_pkg.batching.any_size` before they get here); each image has a target dict with ``"boxes"``
-float[N, 4] (xyxy pixels), ``"labels"`` int64[N] (1..C, 0 is background), ``"masks"``
-uint8[N, H, W] for instance segmentation, ``"semantic"`` int64[H, W] (0..C, 255 ignored) for
-semantic segmentation. Every model's ``forward`` opens with :func:`prepare_batch`, which checks
-what its task needs and raises ValueError naming the image, the key, what was expected and what
-came.
+:func:`lessons_pkg.batching.any_size` before they get here); each image has a target dict with
+``"boxes"`` float[N, 4] (xyxy pixels), ``"labels"`` int64[N] (1..C, 0 is background),
+``"masks"`` uint8[N, H, W] for instance segmentation, ``"semantic"`` int64[H, W] (0..C, or
+:data:`IGNORE_INDEX` for pixels left out) for semantic segmentation. Every model's ``forward``
+opens with :func:`prepare_batch`, which checks what its task needs and raises ValueError naming
+the image, the key, what was expected and what came.
 
 Values (finite, ordered, in range) are read only from CPU tensors: free there, while on a GPU
 reading them would make every training step wait for the device. Shapes and dtypes are checked
@@ -95,7 +95,7 @@ def check_images(images) -> Tensor:
                              f"{[tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__ for im in images]}")
         if not all(im.shape == images[0].shape for im in images):
             raise ValueError("images as a list must share one size here (a model's forward batches images of "
-                             f"different sizes with inputs.any_size), got {[tuple(im.shape) for im in images]}")
+                             f"different sizes with batching.any_size), got {[tuple(im.shape) for im in images]}")
         images = torch.stack(list(images))
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -113,6 +113,89 @@ def check_images(images) -> Tensor:
     return images
 
 
+# ----------------------------------------------------------------------------- one key of a target
+# Each check below raises ValueError naming ``where`` (e.g. "target 0", or "targets[0]" in
+# lessons_pkg.metrics, which checks its inputs with these same functions), the key, what was
+# expected and what came.
+
+def check_target_dict(t, keys: tuple[str, ...], where: str, why: str = "") -> None:
+    """``t`` must be a dict holding every key of ``keys`` (``why``: what needs them, e.g.
+    "for iou_type='segm'")."""
+    if not isinstance(t, dict) or any(k not in t for k in keys):
+        got = sorted(t) if isinstance(t, dict) else type(t).__name__
+        need = " and ".join(repr(k) for k in keys) + (f" {why}" if why else "")
+        raise ValueError(f"{where}: expected a dict with {need}, got {got}")
+
+
+def check_box_rows(boxes, where: str, n: int | None = None, ordered: bool = True) -> None:
+    """``boxes`` must be a float Tensor[N, 4] (N = ``n`` when given), xyxy, finite and, when
+    ``ordered``, with x1 < x2 and y1 < y2 (a degenerate box would turn a regression target into
+    log(0)). Values are read only from a CPU tensor."""
+    rows = "N" if n is None else n
+    if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 or boxes.shape[1] != 4 \
+            or (n is not None and len(boxes) != n):
+        got = f"{boxes.dtype} {list(boxes.shape)}" if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"{where} 'boxes': expected a float Tensor[{rows}, 4] (xyxy pixels), got {got}")
+    if boxes.device.type != "cpu" or not len(boxes):
+        return
+    finite = torch.isfinite(boxes).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(f"{where} 'boxes': expected finite values, got {boxes[~finite][:3].tolist()}")
+    if ordered:
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bool(bad.any()):
+            raise ValueError(f"{where} 'boxes': expected x1 < x2 and y1 < y2, got {boxes[bad][:3].tolist()}")
+
+
+def check_labels(labels, where: str, n: int | None = None, num_classes: int | None = None) -> None:
+    """``labels`` must be an int64 Tensor[N] (N = ``n`` when given, e.g. the number of boxes) of
+    classes 1..C (C = ``num_classes``; any class >= 1 when None): 0 is the background, never a
+    label. Values are read only from a CPU tensor."""
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.dim() != 1 \
+            or (n is not None and len(labels) != n):
+        got = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"{where} 'labels': expected an int64 Tensor[{'N' if n is None else n}], got {got}")
+    if labels.device.type != "cpu" or not len(labels):
+        return
+    bad = (labels < 1) if num_classes is None else (labels < 1) | (labels > num_classes)
+    if bool(bad.any()):
+        classes = "1..K" if num_classes is None else f"1..{num_classes}"
+        raise ValueError(f"{where} 'labels': expected values in {classes} (0 is the background, never a class), "
+                         f"got {labels[bad][:5].tolist()}")
+
+
+def check_masks(masks, where: str, n: int, size: tuple[int, int] | None = None) -> None:
+    """``masks`` must be a Tensor[n, H, W], one mask per object ((H, W) = ``size`` when given:
+    the image's size)."""
+    shape, per = (f"[{n}, {size[0]}, {size[1]}]", "one mask per object, the image's size") if size is not None \
+        else (f"[{n}, H, W]", "one mask per object")
+    if not isinstance(masks, Tensor) or masks.dim() != 3 or len(masks) != n \
+            or (size is not None and tuple(masks.shape[1:]) != tuple(size)):
+        got = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"{where} 'masks': expected a Tensor{shape} ({per}), got {got}")
+
+
+def check_per_object(t: dict, keys: tuple[str, ...], n: int, where: str) -> None:
+    """Each of ``keys`` that ``t`` holds (e.g. "iscrowd", "area") must be a Tensor[n]: one value
+    per object."""
+    for key in keys:
+        if key in t and (not isinstance(t[key], Tensor) or tuple(t[key].shape) != (n,)):
+            got = list(t[key].shape) if isinstance(t[key], Tensor) else type(t[key]).__name__
+            raise ValueError(f"{where} {key!r}: expected a Tensor[{n}] (one value per object), got {got}")
+
+
+def check_classes(classes: Tensor, where: str, num_values: int, ignore_index: int | None = None) -> None:
+    """Every value of ``classes`` (e.g. a semantic map int64[H, W]) must be a class 0..K-1
+    (K = ``num_values``) or ``ignore_index``. Reads the values on any device: callers that must
+    not wait for a GPU call it on CPU tensors only."""
+    bad = (classes < 0) | (classes >= num_values)
+    if ignore_index is not None:
+        bad &= classes != ignore_index
+    if bool(bad.any()):
+        ignored = f" (or {ignore_index}, ignored)" if ignore_index is not None else ""
+        raise ValueError(f"{where}: expected classes 0..{num_values - 1}{ignored}, got {int(classes[bad][0])}")
+
+
 # ----------------------------------------------------------------------------- targets
 def _check_list(targets, batch_size: int) -> None:
     if not isinstance(targets, (list, tuple)) or len(targets) != batch_size:
@@ -120,41 +203,18 @@ def _check_list(targets, batch_size: int) -> None:
         raise ValueError(f"targets must be a list of {batch_size} dicts (one per image), got {got}")
 
 
-def _check_keys(i: int, t, keys: tuple[str, ...]) -> None:
-    if not isinstance(t, dict) or any(k not in t for k in keys):
-        got = sorted(t) if isinstance(t, dict) else type(t).__name__
-        raise ValueError(f"target {i}: expected a dict with {' and '.join(repr(k) for k in keys)}, got {got}")
-
-
 def check_detection_targets(targets, batch_size: int, num_classes: int | None = None) -> None:
     """Raise ValueError, naming the image and the key, unless ``targets`` is a list of
     ``batch_size`` dicts with "boxes" float Tensor[N, 4] (xyxy pixels, x1 < x2 and y1 < y2,
     finite) and, when ``num_classes`` is given, "labels" int64 Tensor[N] in 1..C.
-
-    A degenerate box would turn a regression target into log(0).
     """
     _check_list(targets, batch_size)
     keys = ("boxes", "labels") if num_classes is not None else ("boxes",)
     for i, t in enumerate(targets):
-        _check_keys(i, t, keys)
-        boxes = t["boxes"]
-        if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 or boxes.shape[1] != 4:
-            got = f"{boxes.dtype} {list(boxes.shape)}" if isinstance(boxes, Tensor) else type(boxes).__name__
-            raise ValueError(f"target {i} 'boxes': expected a float Tensor[N, 4] (xyxy pixels), got {got}")
-        if boxes.device.type == "cpu" and len(boxes):
-            if not bool(torch.isfinite(boxes).all()):
-                raise ValueError(f"target {i} 'boxes': expected finite values, got {boxes.tolist()}")
-            bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-            if bool(bad.any()):
-                raise ValueError(f"target {i} 'boxes': expected x1 < x2 and y1 < y2, got {boxes[bad].tolist()}")
-        if num_classes is None:
-            continue
-        labels = t["labels"]
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != (len(boxes),):
-            got = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(f"target {i} 'labels': expected an int64 Tensor[{len(boxes)}], got {got}")
-        if labels.device.type == "cpu" and len(labels) and (labels.min() < 1 or labels.max() > num_classes):
-            raise ValueError(f"target {i} 'labels': expected values in 1..{num_classes}, got {labels.tolist()}")
+        check_target_dict(t, keys, f"target {i}")
+        check_box_rows(t["boxes"], f"target {i}")
+        if num_classes is not None:
+            check_labels(t["labels"], f"target {i}", len(t["boxes"]), num_classes)
 
 
 def check_mask_targets(targets: list[dict], image_size: tuple[int, int]) -> None:
@@ -164,11 +224,7 @@ def check_mask_targets(targets: list[dict], image_size: tuple[int, int]) -> None
     for i, t in enumerate(targets):
         if "masks" not in t:
             raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (uint8[N, H, W], one per box), got keys {sorted(t)}")
-        masks, n = t["masks"], len(t["boxes"])
-        if not isinstance(masks, Tensor) or tuple(masks.shape) != (n, h, w):
-            got = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-            raise ValueError(f"target {i} 'masks': expected a Tensor[{n}, {h}, {w}] (one mask per box, "
-                             f"the image's size), got {got}")
+        check_masks(t["masks"], f"target {i}", len(t["boxes"]), (h, w))
 
 
 def check_single_object_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> None:
@@ -179,8 +235,8 @@ def check_single_object_targets(targets, batch_size: int, image_size: tuple[int,
     _check_list(targets, batch_size)
     height, width = image_size
     for i, t in enumerate(targets):
-        _check_keys(i, t, ("boxes", "labels"))
-        boxes, labels = t["boxes"], t["labels"]
+        check_target_dict(t, ("boxes", "labels"), f"target {i}")
+        boxes = t["boxes"]
         if not isinstance(boxes, Tensor) or not boxes.is_floating_point():
             raise ValueError(f"target {i} 'boxes': expected a float Tensor[1, 4], got "
                              f"{boxes.dtype if isinstance(boxes, Tensor) else type(boxes).__name__}")
@@ -190,11 +246,7 @@ def check_single_object_targets(targets, batch_size: int, image_size: tuple[int,
             raise ValueError(f"target {i} 'boxes': classification & localization needs exactly one object "
                              f"per image, got {boxes.shape[0]} boxes (shape {list(boxes.shape)}); "
                              "use a detector for any other number")
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-            raise ValueError(f"target {i} 'labels': expected an int64 Tensor[1], got "
-                             f"{labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}")
-        if labels.shape != (1,):
-            raise ValueError(f"target {i} 'labels': expected shape [1], got {list(labels.shape)}")
+        check_labels(t["labels"], f"target {i}", 1, num_classes)
         if boxes.device.type == "cpu":
             x1, y1, x2, y2 = boxes[0].tolist()
             if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
@@ -202,9 +254,6 @@ def check_single_object_targets(targets, batch_size: int, image_size: tuple[int,
             if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
                 raise ValueError(f"target {i} 'boxes': expected xyxy inside the {width}x{height} image "
                                  f"(0 <= x1 < x2 <= {width}, 0 <= y1 < y2 <= {height}), got {[x1, y1, x2, y2]}")
-        if labels.device.type == "cpu" and not 1 <= int(labels[0]) <= num_classes:
-            raise ValueError(f"target {i} 'labels': expected a label in 1..{num_classes} "
-                             f"(0 is background), got {int(labels[0])}")
 
 
 def check_semantic_targets(targets, batch_size: int, image_size: tuple[int, int], num_classes: int) -> None:
@@ -213,7 +262,7 @@ def check_semantic_targets(targets, batch_size: int, image_size: tuple[int, int]
     0..C, or :data:`IGNORE_INDEX` for pixels left out."""
     _check_list(targets, batch_size)
     for i, t in enumerate(targets):
-        _check_keys(i, t, ("semantic",))
+        check_target_dict(t, ("semantic",), f"target {i}")
         s = t["semantic"]
         if not isinstance(s, Tensor) or s.dtype != torch.int64:
             raise ValueError(f"target {i} 'semantic': expected an int64 Tensor[H, W], got "
@@ -221,11 +270,8 @@ def check_semantic_targets(targets, batch_size: int, image_size: tuple[int, int]
         if tuple(s.shape) != tuple(image_size):
             raise ValueError(f"target {i} 'semantic': expected the image's size {list(image_size)}, "
                              f"got {list(s.shape)}")
-        if s.device.type == "cpu" and s.numel():
-            bad = (s < 0) | ((s > num_classes) & (s != IGNORE_INDEX))
-            if bad.any():
-                raise ValueError(f"target {i} 'semantic': expected classes 0..{num_classes} "
-                                 f"(or {IGNORE_INDEX}, ignored), got {int(s[bad][0])}")
+        if s.device.type == "cpu":
+            check_classes(s, f"target {i} 'semantic'", num_classes + 1, IGNORE_INDEX)
 
 
 # ----------------------------------------------------------------------------- the one entry point

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import boxes as box_ops
-from .inputs import IGNORE_INDEX
+from . import inputs
 
 # COCOeval's parameters, built as it builds them (np.linspace: torch.linspace rounds the last
 # bits differently, and a threshold one ulp off flips matches made at exactly IoU = t).
@@ -45,50 +45,38 @@ _AREA_HI = torch.tensor([hi for _, hi in AREA_RANGES.values()], dtype=torch.floa
 # ---------------------------------------------------------------- inputs
 
 def _image(d: dict, i: int, side: str, iou_type: str) -> dict:
-    """Checks one image's dict and returns CPU tensors: labels int64[N], scores float64[N]
-    (preds), regions (float64[N, 4] boxes for "bbox", bool[N, H, W] masks for "segm"),
-    area float64[N], crowd bool[N], difficult bool[N]."""
+    """Checks one image's dict with the contract's checks (:mod:`lessons_pkg.inputs`, naming
+    ``side[i]`` and the key) and returns CPU tensors: labels int64[N], scores float64[N] (preds),
+    regions (float64[N, 4] boxes for "bbox", bool[N, H, W] masks for "segm"), area float64[N],
+    crowd bool[N], difficult bool[N].
+
+    Looser than a model's targets where COCO is: labels of any integer dtype, boxes of any dtype
+    (and ``torch.zeros(0)`` for none), degenerate boxes (zero-area predictions are scored, as
+    COCOeval scores them), masks of any size, float mask probabilities and torchvision's
+    [N, 1, H, W] masks."""
     where = f"{side}[{i}]"
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be a dict of tensors, got {type(d).__name__}")
-    need = ["labels", "boxes" if iou_type == "bbox" else "masks"] + (["scores"] if side == "preds" else [])
-    for key in need:
-        if key not in d:
-            raise ValueError(f"{where} has no {key!r} key, needed for iou_type={iou_type!r}")
+    need = ("labels", "boxes" if iou_type == "bbox" else "masks") + (("scores",) if side == "preds" else ())
+    inputs.check_target_dict(d, need, where, f"for iou_type={iou_type!r}")
     x = {k: torch.as_tensor(v).detach().cpu() for k, v in d.items()
          if k in ("labels", "boxes", "masks", "scores", "iscrowd", "area", "difficult")}
     labels = x["labels"].long()
-    if labels.dim() != 1:
-        raise ValueError(f"{where}['labels'] must be Tensor[N], got shape {tuple(labels.shape)}")
+    inputs.check_labels(labels, where)
     n = len(labels)
-    if n and labels.min() < 1:
-        raise ValueError(f"{where}['labels'] holds {labels.min().item()}: classes are 1..K, "
-                         "0 is the background and never a class")
-    for key in ("scores", "iscrowd", "area", "difficult"):
-        if key in x and x[key].shape != (n,):
-            raise ValueError(f"{where}[{key!r}] must be Tensor[{n}] (one per label), "
-                             f"got shape {tuple(x[key].shape)}")
+    inputs.check_per_object(x, ("scores", "iscrowd", "area", "difficult"), n, where)
     if "scores" in x and x["scores"].numel() and not bool(torch.isfinite(x["scores"].double()).all()):
-        raise ValueError(f"{where}['scores'] must be finite, got {x['scores'][~torch.isfinite(x['scores'])][:3].tolist()} "
-                         "(a NaN score cannot be ranked)")
+        raise ValueError(f"{where} 'scores': expected finite values (a NaN score cannot be ranked), got "
+                         f"{x['scores'][~torch.isfinite(x['scores'])][:3].tolist()}")
     boxes = masks = None
     if "boxes" in x:
         boxes = x["boxes"].double()
         if boxes.numel() == 0:  # torch.zeros(0) is a common way to say "no boxes"
             boxes = boxes.reshape(0, 4)
-        if boxes.shape != (n, 4):
-            raise ValueError(f"{where}['boxes'] must be Tensor[N, 4] with N = {n} labels, "
-                             f"got shape {tuple(boxes.shape)}")
-        if not bool(torch.isfinite(boxes).all()):
-            raise ValueError(f"{where}['boxes'] must be finite, got "
-                             f"{boxes[~torch.isfinite(boxes).all(dim=1)][:3].tolist()}")
+        inputs.check_box_rows(boxes, where, n, ordered=False)
     if "masks" in x:
         masks = x["masks"]
         if masks.dim() == 4 and masks.shape[1] == 1:  # torchvision's Mask R-CNN gives [M, 1, H, W]
             masks = masks[:, 0]
-        if masks.dim() != 3 or len(masks) != n:
-            raise ValueError(f"{where}['masks'] must be Tensor[N, H, W] with N = {n} labels, "
-                             f"got shape {tuple(masks.shape)}")
+        inputs.check_masks(masks, where, n)
         masks = masks > 0.5 if masks.is_floating_point() else masks != 0
     box_area = None if boxes is None else (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     mask_area = None if masks is None else masks.flatten(1).sum(1).double()
@@ -495,7 +483,8 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
         pred (Tensor[B, H, W] or Tensor[H, W], int): predicted class per pixel, 0..C-1; scores
             Tensor[B, C, H, W] (or [C, H, W]) are turned into classes by argmax.
         target (Tensor like pred, int): true class per pixel, 0..C-1 or ignore_index.
-        ignore_index: target value whose pixels are left out (e.g. 255 on VOC's object borders).
+        ignore_index: target value whose pixels are left out (e.g. ``inputs.IGNORE_INDEX``, 255, VOC's
+            object borders).
     Returns:
         Tensor[C, C] int64: row = target class, column = predicted class (the layout of
         torchvision's references/segmentation ConfusionMatrix).
@@ -507,13 +496,10 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
                          f"got {tuple(pred.shape)} and {tuple(target.shape)}")
     if pred.is_floating_point() or target.is_floating_point():
         raise ValueError("pred and target must hold integer class indices")
+    inputs.check_classes(target, "target", num_classes, ignore_index)
+    inputs.check_classes(pred, "pred", num_classes)
     keep = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     t, p = target[keep].long(), pred[keep].long()
-    for name, x in (("target", t), ("pred", pred)):
-        if x.numel() and (x.min() < 0 or x.max() >= num_classes):
-            bad = x.max().item() if x.max() >= num_classes else x.min().item()
-            raise ValueError(f"{name} holds class {bad}, outside 0..{num_classes - 1} "
-                             f"(num_classes={num_classes}, ignore_index={ignore_index})")
     return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
@@ -529,7 +515,8 @@ def segmentation_scores(cm: Tensor) -> dict:
             "pixel_accuracy": (tp.sum() / cm.sum()).item()}
 
 
-def mean_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> dict:
+def mean_iou(pred: Tensor, target: Tensor, num_classes: int,
+             ignore_index: int | None = inputs.IGNORE_INDEX) -> dict:
     """Mean IoU over classes, per-class IoU and pixel accuracy of a semantic segmentation:
     segmentation_scores(confusion_matrix(pred, target, num_classes, ignore_index))."""
     return segmentation_scores(confusion_matrix(pred, target, num_classes, ignore_index))
@@ -539,7 +526,7 @@ class SegmentationMeter:
     """Streaming mean_iou for eval loops: update(pred, target) per batch, compute() at the end.
     It sums one confusion matrix, so the result equals mean_iou on all the pixels at once."""
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+    def __init__(self, num_classes: int, ignore_index: int | None = inputs.IGNORE_INDEX):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.reset()
 
@@ -558,7 +545,7 @@ def segmentation_metrics(predictions: list[dict], targets: list[dict], num_class
     pixels of all images (one confusion matrix): ``SegmentationMeter`` with C + 1 classes."""
     if len(predictions) != len(targets):
         raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
-    meter = SegmentationMeter(num_classes + 1, ignore_index=IGNORE_INDEX)
+    meter = SegmentationMeter(num_classes + 1, ignore_index=inputs.IGNORE_INDEX)
     for p, t in zip(predictions, targets):
         meter.update(p["semantic"].cpu(), t["semantic"].cpu())
     return meter.compute()

@@ -55,6 +55,25 @@ def test_each_task_checks_what_it_needs():
         inputs.prepare_batch(images, semantic, True, 4, "panoptic")
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("boxes", torch.tensor([[1.0, float("nan"), 10, 12]]), r"'boxes': expected finite values, got \[\[1.0, nan"),
+    ("boxes", torch.zeros(1, 5), r"'boxes': expected a float Tensor\[(N|1), 4\] \(xyxy pixels\)"),
+    ("labels", torch.tensor([0]), r"'labels': expected values in 1\.\.(4|K) \(0 is the background, never a class\), "
+                                  r"got \[0\]"),
+])
+def test_models_and_metrics_check_a_target_with_the_same_checks(key, value, message):
+    """One place for target validation: a model's batch and the metrics' targets fail the same
+    check, each naming its own image ("target 0" and "targets[0]")."""
+    from lessons_pkg import metrics
+
+    bad = {**detection_targets(1)[0], key: value}
+    with pytest.raises(ValueError, match="target 0 " + message):
+        inputs.prepare_batch(torch.rand(1, 3, 32, 32), [bad], True, 4)
+    prediction = {"boxes": torch.tensor([[1.0, 2, 10, 12]]), "labels": torch.tensor([1]), "scores": torch.ones(1)}
+    with pytest.raises(ValueError, match=r"targets\[0\] " + message):
+        metrics.mean_average_precision([prediction], [bad])
+
+
 def test_as_pair():
     assert inputs.as_pair(3, "k") == (3, 3) and inputs.as_pair((2, 5), "k") == (2, 5)
     assert inputs.as_pair(0, "padding") == (0, 0)

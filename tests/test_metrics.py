@@ -453,22 +453,36 @@ def _bad_cases():
     masked_p = [{**p[0], "masks": torch.ones(1, 8, 9, dtype=torch.uint8)}]
     return [
         ((p, t + t, "bbox"), "preds has 1 images but targets has 2"),
-        (([without(p[0], "scores")], t, "bbox"), r"preds\[0\] has no 'scores'"),
-        (([without(p[0], "boxes")], t, "bbox"), r"preds\[0\] has no 'boxes'"),
-        ((p, [without(t[0], "labels")], "bbox"), r"targets\[0\] has no 'labels'"),
-        ((p, t, "segm"), r"preds\[0\] has no 'masks'"),
-        (([{**p[0], "boxes": torch.zeros(1, 5)}], t, "bbox"), r"preds\[0\]\['boxes'\] must be Tensor\[N, 4\]"),
-        (([{**p[0], "scores": torch.zeros(2)}], t, "bbox"), r"preds\[0\]\['scores'\] must be Tensor\[1\]"),
+        (([without(p[0], "scores")], t, "bbox"),
+         r"preds\[0\]: expected a dict with 'labels' and 'boxes' and 'scores' for iou_type='bbox', "
+         r"got \['boxes', 'labels'\]"),
+        (([without(p[0], "boxes")], t, "bbox"), r"preds\[0\]: expected a dict with 'labels' and 'boxes'.*"
+                                                r"got \['labels', 'scores'\]"),
+        ((p, [without(t[0], "labels")], "bbox"), r"targets\[0\]: expected a dict with 'labels' and 'boxes' "
+                                            r"for iou_type='bbox', got \['boxes'\]"),
+        ((p, [7], "bbox"), r"targets\[0\]: expected a dict with 'labels' and 'boxes'.*got int"),
+        ((p, t, "segm"), r"preds\[0\]: expected a dict with 'labels' and 'masks' and 'scores' for iou_type='segm'"),
+        (([{**p[0], "boxes": torch.zeros(1, 5)}], t, "bbox"),
+         r"preds\[0\] 'boxes': expected a float Tensor\[1, 4\] \(xyxy pixels\), got torch.float64 \[1, 5\]"),
+        (([{**p[0], "boxes": torch.zeros(2, 4)}], t, "bbox"), r"preds\[0\] 'boxes': expected a float Tensor\[1, 4\]"),
+        (([{**p[0], "labels": torch.ones(1, 1)}], t, "bbox"),
+         r"preds\[0\] 'labels': expected an int64 Tensor\[N\], got torch.int64 \[1, 1\]"),
+        (([{**p[0], "scores": torch.zeros(2)}], t, "bbox"),
+         r"preds\[0\] 'scores': expected a Tensor\[1\] \(one value per object\), got \[2\]"),
+        ((p, [{**t[0], "iscrowd": torch.zeros(3)}], "bbox"), r"targets\[0\] 'iscrowd': expected a Tensor\[1\]"),
         ((masked_p, masked_t, "segm"), r"image 0: preds masks are \(8, 9\)"),
-        (([{**p[0], "masks": torch.ones(2, 8, 8)}], masked_t, "segm"), r"preds\[0\]\['masks'\] must be"),
+        (([{**p[0], "masks": torch.ones(2, 8, 8)}], masked_t, "segm"),
+         r"preds\[0\] 'masks': expected a Tensor\[1, H, W\] \(one mask per object\), got \[2, 8, 8\]"),
         ((p, t, "keypoints"), "iou_type must be 'bbox' or 'segm'"),
-        ((p, [{**t[0], "labels": torch.tensor([0])}], "bbox"), r"targets\[0\]\['labels'\] holds 0.*background"),
-        (([{**p[0], "labels": torch.tensor([0])}], t, "bbox"), r"preds\[0\]\['labels'\] holds 0"),
-        (([{**p[0], "scores": torch.tensor([float("nan")])}], t, "bbox"), r"preds\[0\]\['scores'\] must be finite"),
+        ((p, [{**t[0], "labels": torch.tensor([0])}], "bbox"),
+         r"targets\[0\] 'labels': expected values in 1..K \(0 is the background, never a class\), got \[0\]"),
+        (([{**p[0], "labels": torch.tensor([0])}], t, "bbox"), r"preds\[0\] 'labels': expected values in 1..K.*got \[0\]"),
+        (([{**p[0], "scores": torch.tensor([float("nan")])}], t, "bbox"),
+         r"preds\[0\] 'scores': expected finite values \(a NaN score cannot be ranked\), got \[nan\]"),
         (([{**p[0], "boxes": torch.tensor([[0.0, 0.0, float("nan"), 4.0]])}], t, "bbox"),
-         r"preds\[0\]\['boxes'\] must be finite"),
+         r"preds\[0\] 'boxes': expected finite values, got \[\[0.0, 0.0, nan, 4.0\]\]"),
         ((p, [{**t[0], "boxes": torch.tensor([[0.0, float("inf"), 4.0, 4.0]])}], "bbox"),
-         r"targets\[0\]\['boxes'\] must be finite"),
+         r"targets\[0\] 'boxes': expected finite values, got \[\[0.0, inf, 4.0, 4.0\]\]"),
         (([{**p[0], "image_id": 1}], [{**t[0], "image_id": 2}], "bbox"), r"targets\[0\] has image_id 2 but no prediction"),
         (([{**p[0], "image_id": 1}] * 2, [{**t[0], "image_id": 1}, {**t[0], "image_id": 2}], "bbox"),
          r"preds\[1\] repeats image_id 1"),
@@ -501,10 +515,14 @@ def test_bad_segmentation_input_names_the_problem():
     x = torch.zeros(2, 4, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="share one shape"):
         metrics.mean_iou(x, x[0], 3)
-    with pytest.raises(ValueError, match="target holds class 7"):
+    with pytest.raises(ValueError, match=r"target: expected classes 0..2 \(or 255, ignored\), got 7"):
         metrics.mean_iou(x, x + 7, 3)
-    with pytest.raises(ValueError, match="pred holds class 3"):
+    with pytest.raises(ValueError, match=r"target: expected classes 0..2 \(or 255, ignored\), got -1"):
+        metrics.mean_iou(x, x - 1, 3)
+    with pytest.raises(ValueError, match=r"pred: expected classes 0..2, got 3"):
         metrics.mean_iou(x + 3, x, 3)
+    with pytest.raises(ValueError, match=r"pred: expected classes 0..2, got 255"):  # only the target's 255 is ignored
+        metrics.mean_iou(x + 255, x, 3)
     with pytest.raises(ValueError, match="integer class indices"):
         metrics.confusion_matrix(x.float(), x, 3)
     with pytest.raises(ValueError, match="iou_threshold"):

@@ -160,8 +160,8 @@ BAD_TARGETS = [
      r"target 1 'boxes': expected a float Tensor\[1, 4\], got torch.int64"),
     ("int32 labels", lambda t: t[0].update(labels=torch.tensor([1], dtype=torch.int32)),
      r"target 0 'labels': expected an int64 Tensor\[1\], got torch.int32"),
-    ("background label", lambda t: t[1].update(labels=torch.tensor([0])), r"target 1 'labels'.*1\.\.4.*got 0"),
-    ("label too big", lambda t: t[1].update(labels=torch.tensor([5])), r"target 1 'labels'.*1\.\.4.*got 5"),
+    ("background label", lambda t: t[1].update(labels=torch.tensor([0])), r"target 1 'labels'.*1\.\.4.*got \[0\]"),
+    ("label too big", lambda t: t[1].update(labels=torch.tensor([5])), r"target 1 'labels'.*1\.\.4.*got \[5\]"),
     ("missing key", lambda t: t[1].pop("labels"), r"target 1: expected a dict with 'boxes' and 'labels'"),
     ("a list of lists", lambda t: t.__setitem__(0, [[1.0, 2, 3, 4]]), r"target 0: expected a dict"),
 ]
