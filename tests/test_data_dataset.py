@@ -1,4 +1,4 @@
-"""The Dataset, splits, collate and transforms.v2 augmentation."""
+"""The Dataset, splits, collate and transforms.v2 augmentation; the single-object tensors."""
 import pytest
 import torch
 from torchvision.transforms import v2
@@ -88,3 +88,24 @@ def test_segmentation_crops_cut_the_image_and_its_masks_alike():
         y, x = match[0].tolist()
         assert torch.equal(ctarget["semantic"], target["semantic"][y:y + 64, x:x + 48])
         assert ctarget["masks"].shape[1:] == (64, 48) and len(ctarget["masks"]) == len(ctarget["boxes"])
+
+
+# ----------------------------------------------------------------------------- single-object tensors
+def test_single_object_tensors_move_the_box_with_the_pixels():
+    """An image with one bright rectangle: after every random symmetry, the box is still the
+    bounding box of the bright pixels."""
+    image = torch.zeros(3, 32, 32)
+    image[:, 4:10, 20:29] = 1.0  # rows 4..9, columns 20..28 -> xyxy (20, 4, 29, 10)
+    source = [(image, {"boxes": torch.tensor([[20.0, 4.0, 29.0, 10.0]]), "labels": torch.tensor([2])})]
+    ds = data.SingleObjectTensors(source)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        im, t = ds[0]
+        rows, cols = im[0].any(dim=1).nonzero()[:, 0], im[0].any(dim=0).nonzero()[:, 0]
+        truth = torch.tensor([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], dtype=torch.float32)
+        assert torch.equal(t["boxes"], truth) and t["labels"].tolist() == [2]
+        seen.add(tuple(truth[0].tolist()))
+    assert len(seen) == 8  # all eight symmetries of the square occur
+    with pytest.raises(ValueError, match="image 0 holds 2 boxes"):
+        data.SingleObjectTensors([(image, {"boxes": torch.zeros(2, 4), "labels": torch.tensor([1, 1])})])

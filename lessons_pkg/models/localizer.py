@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from .. import boxes as box_ops
 from ..batching import any_size
@@ -219,92 +218,3 @@ class Localizer(nn.Module):
         boxes = torch.min(boxes.clamp(min=0) * scale, scale)  # clip to the image
         return [{"boxes": boxes[i:i + 1], "labels": classes[i:i + 1] + 1, "scores": scores[i:i + 1]}
                 for i in range(b)]
-
-
-# ----------------------------------------------------------------------------- data
-class SingleObjectTensors(Dataset):
-    """Rendered once, reused every epoch: single-object samples held as tensors, with random
-    flips and transposes (the eight symmetries of the square; the shapes have no "up").
-
-    Rendering a scene costs a few milliseconds, an epoch of a thousand about 4 s on a CPU: far
-    more than training on them. Here the scenes are rendered once, and augmentation moves the
-    tensors. Draws use PyTorch's global generator, which ``train.fit(seed=...)`` seeds.
-
-    Args:
-        dataset: any dataset in the contract whose targets hold exactly one box (e.g.
-            ``data.make_split("train", n, config="single")``).
-        augment: apply the random symmetries (turn off for evaluation).
-    Items: (image Tensor[3, H, W], {"boxes": float32[1, 4], "labels": int64[1], "image_id": int}).
-    """
-
-    def __init__(self, dataset: Dataset, augment: bool = True):
-        samples = [dataset[i] for i in range(len(dataset))]
-        if not samples:
-            raise ValueError("SingleObjectTensors needs a non-empty dataset")
-        for i, (_, t) in enumerate(samples):
-            if t["boxes"].shape[0] != 1:
-                raise ValueError(f"image {i} holds {t['boxes'].shape[0]} boxes; a localizer needs exactly one")
-        self.images = torch.stack([im for im, _ in samples])  # [N, 3, H, W]
-        self.boxes = torch.cat([t["boxes"] for _, t in samples]).float()  # [N, 4]
-        self.labels = torch.cat([t["labels"] for _, t in samples])  # [N]
-        self.classes = getattr(dataset, "classes", None)
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
-        image, box = self.images[index], self.boxes[index].clone()
-        height, width = image.shape[-2:]
-        if self.augment:
-            flip_x, flip_y, transpose = (torch.rand(3) < 0.5).tolist()
-            if transpose and height == width:  # swap x and y: rows become columns
-                image, box = image.transpose(1, 2), box[[1, 0, 3, 2]]
-            if flip_x:
-                image, box = image.flip(2), torch.stack([width - box[2], box[1], width - box[0], box[3]])
-            if flip_y:
-                image, box = image.flip(1), torch.stack([box[0], height - box[3], box[2], height - box[1]])
-        return image.contiguous(), {"boxes": box[None], "labels": self.labels[index:index + 1], "image_id": int(index)}
-
-
-# ----------------------------------------------------------------------------- the chapter's workflows
-WORKFLOWS = ("scratch", "frozen", "frozen, then fine-tuned", "pretrained, unfrozen")
-
-
-def train_workflow(train_set: Dataset, workflow: str, box_weight: float = 1.0, steps: int = 200,
-                   batch_size: int = 32, seed: int = 0, lr: float = 3e-3, finetune_lr: float = 2e-3,
-                   progress: bool = False):
-    """Train a :class:`Localizer` from scratch or by one of the three ways of building on a
-    pretrained backbone (the chapter's comparison, and its seed replicas in
-    :mod:`lessons_pkg.ablations`):
-
-    - "scratch": random backbone, everything trained for ``steps``;
-    - "frozen": the pretrained backbone fixed, the new heads trained for ``steps``;
-    - "frozen, then fine-tuned": "frozen" for ``steps // 2``, then everything together for the
-      rest with the smaller ``finetune_lr``;
-    - "pretrained, unfrozen": "scratch" with the pretrained backbone: everything trained from
-      step 0 at ``lr`` (the one change from "scratch" is where the backbone's weights start).
-
-    ``seed`` fixes the initial heads and the batches (the second phase draws with ``seed + 1``).
-    Returns (model, History).
-    """
-    from .. import train  # the training loop imports the data package, which needs no model
-
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"unknown workflow {workflow!r}; choose from {WORKFLOWS}")
-    torch.manual_seed(seed)  # the same initial heads in every run of one seed
-    model = Localizer(box_weight=box_weight)
-    loader = train.make_loader(train_set, batch_size, drop_last=True)
-    fit = dict(lr=lr, warmup_steps=10, progress=progress, seed=seed)
-    if workflow == "scratch":
-        return model, train.fit(model, loader, steps, **fit)
-    if workflow == "pretrained, unfrozen":
-        model.load_backbone()
-        return model, train.fit(model, loader, steps, **fit)
-    model.load_backbone().freeze_backbone()
-    if workflow == "frozen":
-        return model, train.fit(model, loader, steps, **fit)
-    history = train.fit(model, loader, steps // 2, **fit)
-    model.freeze_backbone(False)  # then everything together, more gently
-    fit.update(lr=finetune_lr, seed=seed + 1, history=history)
-    return model, train.fit(model, loader, steps - steps // 2, **fit)
