@@ -293,12 +293,17 @@ def image_proposals(images: Tensor, targets: list[dict] | None, proposals: list[
 class WithProposals(torch.utils.data.Dataset):
     """A detection dataset whose targets also hold ``"proposals"`` (Tensor[K, 4], best first),
     computed once per image by ``method`` (selective search by default) and kept in memory:
-    R-CNN and Fast R-CNN train over the same images many times."""
+    R-CNN and Fast R-CNN train over the same images many times. ``proposals``: the proposals of
+    the first images, computed before (Tensor[K, 4] each; e.g. the committed ones of the
+    evaluation sets, :func:`lessons_pkg.evaluation.stored_proposals`), used instead of ``method``."""
 
-    def __init__(self, dataset, top_k: int = 300, method: Callable | None = None):
+    def __init__(self, dataset, top_k: int = 300, method: Callable | None = None,
+                 proposals: list[Tensor] | None = None):
         self.dataset, self.top_k = dataset, top_k
         self.method = method if method is not None else (lambda image: proposal_methods.selective_search(image)[0])
-        self._cache: dict[int, Tensor] = {}
+        if proposals is not None and len(proposals) > len(dataset):
+            raise ValueError(f"proposals for {len(proposals)} images, the dataset holds {len(dataset)}")
+        self._cache: dict[int, Tensor] = {i: p[:top_k] for i, p in enumerate(proposals or [])}
 
     def __len__(self) -> int:
         return len(self.dataset)
