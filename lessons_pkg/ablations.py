@@ -69,16 +69,16 @@ LOCALIZER_SPLITS = {"train": 512, "val": 256, "test": 300}  # the classification
 def localizer_data():
     """The chapter's single-object splits, rendered once: {"train", "val", "test"} datasets."""
     from .data import make_split
-    from .models.localizer import SingleObjectTensors
+    from .data import SingleObjectTensors
     return {split: SingleObjectTensors(make_split(split, n, config="single"), augment=split == "train")
             for split, n in LOCALIZER_SPLITS.items()}
 
 
 def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
-    """One of the chapter's 200-step runs (:func:`lessons_pkg.models.localizer.train_workflow`),
+    """One of the chapter's 200-step runs (:func:`lessons_pkg.fine_tuning.train_workflow`),
     scored on its val and test splits, with its training loss curve (``curve``: the logged steps
     and total losses, which the chapter draws)."""
-    from .models.localizer import train_workflow
+    from .fine_tuning import train_workflow
     sets = localizer_data()
     model, history = train_workflow(sets["train"], workflow, box_weight=box_weight, seed=seed)
     return {**{split: evaluation.score(model, sets[split], "localization") for split in ("val", "test")},
