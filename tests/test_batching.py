@@ -1,8 +1,5 @@
 """Images of different sizes: padded into one batch, predictions back in each image's frame,
 and the README's own-data recipe on a COCO set whose images differ in size."""
-import json
-import shutil
-
 import pytest
 import torch
 
@@ -79,36 +76,10 @@ def test_models_train_on_images_of_different_sizes(build):
     total.backward()
 
 
-def mixed_size_coco(tmp_path):
-    """A COCO set whose images come in two sizes (two exports merged into one file)."""
-    root = tmp_path / "mixed"
-    small = data.ShapesDataset(6, seed=5, config=data.ShapesConfig(image_size=(96, 128)))
-    large = data.ShapesDataset(6, seed=6, config=data.ShapesConfig(image_size=(128, 112)))
-    data.export_coco(small, tmp_path / "a")
-    data.export_coco(large, tmp_path / "b")
-    (root / "images").mkdir(parents=True)
-    merged = json.loads((tmp_path / "a" / "annotations.json").read_text())
-    other = json.loads((tmp_path / "b" / "annotations.json").read_text())
-    for im in merged["images"]:
-        shutil.copy(tmp_path / "a" / im["file_name"], root / im["file_name"])
-    next_ann = len(merged["annotations"]) + 1
-    for im in other["images"]:
-        new_name = im["file_name"].replace(".png", "_b.png")
-        shutil.copy(tmp_path / "b" / im["file_name"], root / new_name)
-        anns = [a for a in other["annotations"] if a["image_id"] == im["id"]]
-        im = {**im, "id": im["id"] + 100, "file_name": new_name}
-        merged["images"].append(im)
-        for a in anns:
-            merged["annotations"].append({**a, "id": next_ann, "image_id": im["id"]})
-            next_ann += 1
-    (root / "annotations.json").write_text(json.dumps(merged))
-    return root
-
-
-def test_readme_recipe_runs_on_a_coco_set_of_mixed_sizes(tmp_path):
+def test_readme_recipe_runs_on_a_coco_set_of_mixed_sizes(mixed_size_coco):
     """README, "Your own COCO-format dataset": CocoDataset + detection_augmentation +
     make_loader(ds, 8) + fit, then evaluate, on images of two sizes."""
-    root = mixed_size_coco(tmp_path)
+    root = mixed_size_coco
     ds = data.CocoDataset(root, root / "annotations.json", transforms=data.detection_augmentation())
     assert {tuple(ds[i][0].shape[-2:]) for i in range(len(ds))} == {(96, 128), (128, 112)}
     loader = train.make_loader(ds, batch_size=8)

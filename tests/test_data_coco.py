@@ -1,7 +1,7 @@
 """COCO format both ways: export, read through pycocotools, the committed copy, bad files."""
+import copy
 import filecmp
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +10,6 @@ from PIL import Image
 
 from lessons_pkg import data
 from lessons_pkg.commands.data_export import main as cli
-
-ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "data" / "shapes_coco"
 
 
 @pytest.fixture(scope="module")
@@ -34,50 +31,42 @@ def test_round_trip_gives_identical_tensors(exported):
         assert t_a["image_id"] == i
 
 
-def test_committed_copy_is_reproduced_byte_for_byte(tmp_path):
-    document = json.loads((COMMITTED / "annotations.json").read_text())
+def test_committed_copy_is_reproduced_byte_for_byte(tmp_path, shapes_coco):
+    document = json.loads((shapes_coco / "annotations.json").read_text())
     args = document["info"]["command"].split()[5:]  # after "python -m lessons_pkg.data export OUT_DIR"
     cli(["export", str(tmp_path), *args])
-    committed = sorted(p.relative_to(COMMITTED) for p in COMMITTED.rglob("*") if p.is_file())
+    committed = sorted(p.relative_to(shapes_coco) for p in shapes_coco.rglob("*") if p.is_file())
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert committed == fresh
-    _, mismatch, errors = filecmp.cmpfiles(COMMITTED, tmp_path, [str(p) for p in committed], shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(shapes_coco, tmp_path, [str(p) for p in committed], shallow=False)
     assert not mismatch and not errors, f"differ from the committed copy: {mismatch + errors}"
 
 
-def test_committed_copy_is_small():
-    size = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
+def test_committed_copy_is_small(shapes_coco):
+    size = sum(p.stat().st_size for p in shapes_coco.rglob("*") if p.is_file())
     assert size < 3_000_000
 
 
-def _write(tmp_path, document, images=((1, 8, 10),)):
-    (tmp_path / "img").mkdir(exist_ok=True)
-    for image_id, h, w in images:
-        Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(tmp_path / "img" / f"{image_id}.png")
-    path = tmp_path / "ann.json"
-    path.write_text(json.dumps(document))
-    return path
+# What a real file brings beside coco_document's one annotation (conftest): a crowd region (RLE)
+# and a box of zero width, both of which the reader leaves out.
+CROWD_AND_ZERO_SIZE = (
+    {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 1,
+     "segmentation": {"size": [8, 10], "counts": [0, 2, 6, 2, 70]}},
+    {"id": 3, "image_id": 1, "category_id": 3, "bbox": [6, 2, 0, 3], "iscrowd": 0,
+     "segmentation": [[6, 2, 6, 5, 7, 5]]},
+)
 
 
-def _document(**changes):
-    document = {
-        "images": [{"id": 1, "file_name": "img/1.png", "height": 8, "width": 10}],
-        "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
-        "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 4, 3], "iscrowd": 0,
-             "segmentation": [[1, 1, 5, 1, 5, 4, 1, 4]]},
-            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 1,
-             "segmentation": {"size": [8, 10], "counts": [0, 2, 6, 2, 70]}},
-            {"id": 3, "image_id": 1, "category_id": 3, "bbox": [6, 2, 0, 3], "iscrowd": 0,
-             "segmentation": [[6, 2, 6, 5, 7, 5]]},
-        ],
-    }
-    document.update(changes)
+@pytest.fixture
+def document(coco_document) -> dict:
+    """conftest's one-image document with a crowd region and a zero-width box added (a fresh dict)."""
+    document = coco_document()
+    document["annotations"] += copy.deepcopy(list(CROWD_AND_ZERO_SIZE))
     return document
 
 
-def test_real_style_file_remaps_ids_drops_crowd_and_zero_size(tmp_path):
-    ds = data.CocoDataset(tmp_path, _write(tmp_path, _document()))
+def test_real_style_file_remaps_ids_drops_crowd_and_zero_size(tmp_path, write_coco, document):
+    ds = data.CocoDataset(tmp_path, write_coco(tmp_path, document))
     assert ds.classes == ("dog", "cat")  # sorted by category id: 3 -> 1, 7 -> 2
     assert ds.label_to_category_id == {1: 3, 2: 7}
     image, t = ds[0]
@@ -88,26 +77,24 @@ def test_real_style_file_remaps_ids_drops_crowd_and_zero_size(tmp_path):
     assert t["masks"][0, 2, 2] == 1 and t["masks"][0, 7, 9] == 0
 
 
-def test_images_without_annotations_are_kept_with_empty_targets(tmp_path):
-    document = _document(images=[{"id": 1, "file_name": "img/1.png"}, {"id": 2, "file_name": "img/2.png"}])
-    ds = data.CocoDataset(tmp_path, _write(tmp_path, document, images=((1, 8, 10), (2, 6, 6))))
+def test_images_without_annotations_are_kept_with_empty_targets(tmp_path, write_coco, document):
+    document["images"] = [{"id": 1, "file_name": "img/1.png"}, {"id": 2, "file_name": "img/2.png"}]
+    ds = data.CocoDataset(tmp_path, write_coco(tmp_path, document, images=((1, 8, 10), (2, 6, 6))))
     _, t = ds[1]
     assert len(ds) == 2 and t["boxes"].shape == (0, 4) and t["labels"].shape == (0,)
     assert t["masks"].shape == (0, 6, 6) and t["image_id"] == 2
 
 
-def test_boxes_only_dataset_has_no_made_up_masks(tmp_path):
-    document = _document()
+def test_boxes_only_dataset_has_no_made_up_masks(tmp_path, write_coco, document):
     for ann in document["annotations"]:
         ann.pop("segmentation")
-    _, t = data.CocoDataset(tmp_path, _write(tmp_path, document))[0]
+    _, t = data.CocoDataset(tmp_path, write_coco(tmp_path, document))[0]
     assert "masks" not in t and t["boxes"].shape == (1, 4)
 
 
-def test_boxes_are_clipped_to_the_image(tmp_path):
-    document = _document()
+def test_boxes_are_clipped_to_the_image(tmp_path, write_coco, document):
     document["annotations"][0]["bbox"] = [-3, 2, 20, 3]
-    _, t = data.CocoDataset(tmp_path, _write(tmp_path, document))[0]
+    _, t = data.CocoDataset(tmp_path, write_coco(tmp_path, document))[0]
     assert t["boxes"][0].tolist() == [0.0, 2.0, 10.0, 5.0]
 
 
@@ -120,10 +107,9 @@ def test_boxes_are_clipped_to_the_image(tmp_path):
     (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), ValueError, "field 'bbox' must be 4 finite numbers"),
     (lambda d: d["images"][0].update(file_name="img/missing.png"), FileNotFoundError, "missing.png"),
 ])
-def test_bad_files_name_the_file_and_field(tmp_path, mutate, error, message):
-    document = _document()
+def test_bad_files_name_the_file_and_field(tmp_path, write_coco, document, mutate, error, message):
     mutate(document)
-    path = _write(tmp_path, document)
+    path = write_coco(tmp_path, document)
     with pytest.raises(error, match=message) as info:
         data.CocoDataset(tmp_path, path)
     assert "ann.json" in str(info.value)
@@ -141,8 +127,8 @@ def test_malformed_json_and_missing_file(tmp_path):
         data.CocoDataset(tmp_path, bad)
 
 
-def test_image_deleted_after_loading_and_wrong_size(tmp_path):
-    path = _write(tmp_path, _document())
+def test_image_deleted_after_loading_and_wrong_size(tmp_path, write_coco, document):
+    path = write_coco(tmp_path, document)
     ds = data.CocoDataset(tmp_path, path)
     (tmp_path / "img" / "1.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"image id 1: file not found: .*1.png"):
@@ -152,11 +138,10 @@ def test_image_deleted_after_loading_and_wrong_size(tmp_path):
         ds[0]
 
 
-def test_undecodable_segmentation_is_named(tmp_path):
-    document = _document()
+def test_undecodable_segmentation_is_named(tmp_path, write_coco, document):
     document["annotations"][0]["segmentation"] = {"size": [8, 10], "counts": 12}
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id 1\) field 'segmentation' \(RLE\) 'counts' must be"):
-        data.CocoDataset(tmp_path, _write(tmp_path, document))
+        data.CocoDataset(tmp_path, write_coco(tmp_path, document))
 
 
 def test_transforms_apply_to_coco_samples(exported):

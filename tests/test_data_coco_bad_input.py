@@ -2,7 +2,6 @@
 FileNotFoundError naming the file and the field, or a correct result; never a crash, never a
 silent shift of labels, never a read outside the dataset root."""
 import copy
-import json
 import struct
 import subprocess
 import sys
@@ -18,29 +17,6 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from lessons_pkg import data
-
-
-def document(**changes):
-    doc = {
-        "images": [{"id": 1, "file_name": "img/1.png", "height": 8, "width": 10}],
-        "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
-        "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 4, 3], "iscrowd": 0,
-             "segmentation": [[1, 1, 5, 1, 5, 4, 1, 4]]},
-        ],
-    }
-    doc.update(changes)
-    return doc
-
-
-def write(tmp_path, doc, pixels=None):
-    (tmp_path / "img").mkdir(exist_ok=True)
-    image = pixels if pixels is not None else Image.fromarray(np.full((8, 10, 3), 100, np.uint8))
-    if not (tmp_path / "img" / "1.png").exists():
-        image.save(tmp_path / "img" / "1.png")
-    path = tmp_path / "ann.json"
-    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
-    return path
 
 
 def read_all(tmp_path, path):
@@ -90,22 +66,22 @@ BAD = [  # (path in the document, value, what the message must say)
 
 
 @pytest.mark.parametrize("where, value, message", BAD, ids=[m[:40] for _, _, m in BAD])
-def test_each_bad_field_is_named_with_the_file(tmp_path, where, value, message):
-    path = write(tmp_path, set_in(document(), where, value))
+def test_each_bad_field_is_named_with_the_file(tmp_path, coco_document, write_coco, where, value, message):
+    path = write_coco(tmp_path, set_in(coco_document(), where, value))
     with pytest.raises(ValueError, match=message) as info:
         read_all(tmp_path, path)
     assert str(path) in str(info.value)
 
 
-def test_duplicate_annotation_ids_and_missing_id(tmp_path):
-    doc = document()
+def test_duplicate_annotation_ids_and_missing_id(tmp_path, coco_document, write_coco):
+    doc = coco_document()
     doc["annotations"].append({**doc["annotations"][0]})
     with pytest.raises(ValueError, match=r"annotations\[1\] \(id 1\) repeats annotation id 1"):
-        read_all(tmp_path, write(tmp_path, doc))
-    doc = document()
+        read_all(tmp_path, write_coco(tmp_path, doc))
+    doc = coco_document()
     del doc["annotations"][0]["id"]
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id '\?'\) has no field 'id'"):
-        read_all(tmp_path, write(tmp_path, doc))
+        read_all(tmp_path, write_coco(tmp_path, doc))
 
 
 def test_non_utf8_and_absurd_json(tmp_path):
@@ -121,19 +97,19 @@ def test_non_utf8_and_absurd_json(tmp_path):
         data.CocoDataset(tmp_path, path)
 
 
-def test_sixteen_bit_and_palette_pngs_are_scaled_right(tmp_path):
+def test_sixteen_bit_and_palette_pngs_are_scaled_right(tmp_path, coco_document, write_coco):
     grey16 = np.full((8, 10), 32768, np.uint16)
     grey16[0, 0] = 65535
     (tmp_path / "img").mkdir()
     Image.fromarray(grey16).save(tmp_path / "img" / "1.png")
-    image, _ = read_all(tmp_path, write(tmp_path, document()))[0]
+    image, _ = read_all(tmp_path, write_coco(tmp_path, coco_document()))[0]
     assert image.shape == (3, 8, 10) and image.dtype == torch.float32
     assert image[:, 1, 1].tolist() == pytest.approx([32768 / 65535] * 3) and image[0, 0, 0] == 1.0
 
     palette = Image.fromarray(np.arange(80, dtype=np.uint8).reshape(8, 10) % 4, mode="P")
     palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (768 - 12))
     palette.save(tmp_path / "img" / "1.png")
-    image, _ = read_all(tmp_path, write(tmp_path, document()))[0]
+    image, _ = read_all(tmp_path, write_coco(tmp_path, coco_document()))[0]
     assert image[:, 0, 1].tolist() == [1.0, 0.0, 0.0] and image[:, 0, 3].tolist() == [0.0, 0.0, 1.0]
 
 
@@ -145,23 +121,23 @@ def png_header(width, height):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-def test_a_broken_image_file_and_a_decompression_bomb_name_the_file(tmp_path):
-    path = write(tmp_path, document())
+def test_a_broken_image_file_and_a_decompression_bomb_name_the_file(tmp_path, coco_document, write_coco):
+    path = write_coco(tmp_path, coco_document())
     (tmp_path / "img" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(ValueError, match=r"image id 1: cannot read .*1.png"):
         read_all(tmp_path, path)
     (tmp_path / "img" / "1.png").write_bytes(png_header(100_000, 100_000))  # 10^10 pixels, 60 bytes
-    doc = set_in(set_in(document(annotations=[]), ("images", 0, "height"), 100_000), ("images", 0, "width"), 100_000)
+    doc = set_in(set_in(coco_document(annotations=[]), ("images", 0, "height"), 100_000), ("images", 0, "width"), 100_000)
     with pytest.raises(ValueError, match=r"image id 1: .*decompression bomb"):
-        read_all(tmp_path, write(tmp_path, doc))
+        read_all(tmp_path, write_coco(tmp_path, doc))
 
 
-def test_huge_polygons_run_in_a_subprocess_under_a_memory_limit(tmp_path):
+def test_huge_polygons_run_in_a_subprocess_under_a_memory_limit(tmp_path, coco_document, write_coco):
     """Before this check a huge vertex ran pycocotools out of memory or crashed the
     interpreter: run in a child with 2 GB of address space to spare, it must exit with a named error."""
-    doc = set_in(document(), ("annotations", 0, "segmentation"), [[0, 0, 1e12, 0, 1e12, 1e12]])
+    doc = set_in(coco_document(), ("annotations", 0, "segmentation"), [[0, 0, 1e12, 0, 1e12, 1e12]])
     del doc["images"][0]["height"], doc["images"][0]["width"]   # only the image itself says its size
-    path = write(tmp_path, doc)
+    path = write_coco(tmp_path, doc)
     code = textwrap.dedent(f"""
         import resource, sys
         from lessons_pkg import data
@@ -180,9 +156,9 @@ def test_huge_polygons_run_in_a_subprocess_under_a_memory_limit(tmp_path):
     assert "far outside the 10x8 image" in result.stdout and str(path) in result.stdout
 
 
-def test_a_polygon_slightly_outside_the_image_still_reads(tmp_path):
-    doc = set_in(document(), ("annotations", 0, "segmentation"), [[-2, -1, 12, -1, 12, 9, -2, 9]])
-    _, target = read_all(tmp_path, write(tmp_path, doc))[0]
+def test_a_polygon_slightly_outside_the_image_still_reads(tmp_path, coco_document, write_coco):
+    doc = set_in(coco_document(), ("annotations", 0, "segmentation"), [[-2, -1, 12, -1, 12, 9, -2, 9]])
+    _, target = read_all(tmp_path, write_coco(tmp_path, doc))[0]
     assert target["masks"].shape == (1, 8, 10) and target["masks"].sum() == 80
 
 
@@ -209,8 +185,8 @@ FIELDS = [("annotations", 0, "segmentation"), ("annotations", 0, "bbox"), ("anno
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(FIELDS), value=JSON_VALUES)
-def test_any_malformed_field_gives_a_named_error_or_a_correct_read(tmp_path, field, value):
-    path = write(tmp_path, set_in(document(), field, value))
+def test_any_malformed_field_gives_a_named_error_or_a_correct_read(tmp_path, coco_document, write_coco, field, value):
+    path = write_coco(tmp_path, set_in(coco_document(), field, value))
     try:
         samples = read_all(tmp_path, path)
     except (ValueError, FileNotFoundError) as error:
@@ -227,8 +203,8 @@ def test_any_malformed_field_gives_a_named_error_or_a_correct_read(tmp_path, fie
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(polygon=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=0, max_size=12))
-def test_any_polygon_gives_a_named_error_or_a_mask(tmp_path, polygon):
-    path = write(tmp_path, set_in(document(), ("annotations", 0, "segmentation"), [polygon]))
+def test_any_polygon_gives_a_named_error_or_a_mask(tmp_path, coco_document, write_coco, polygon):
+    path = write_coco(tmp_path, set_in(coco_document(), ("annotations", 0, "segmentation"), [polygon]))
     try:
         (_, target), = read_all(tmp_path, path)
     except ValueError as error:
