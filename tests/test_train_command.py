@@ -14,7 +14,6 @@ from lessons_pkg import recipes
 from lessons_pkg.commands.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
-COCO = ROOT / "data" / "shapes_coco"
 TINY = ["--steps", "4", "--batch-size", "2", "--num-train-images", "8", "--num-val-images", "4", "--quiet"]
 
 
@@ -37,11 +36,12 @@ def test_one_process_on_the_shapes_data_writes_loadable_files(tmp_path):
     assert state["step"] == 4 and len(state["processes"]) == 1
 
 
-def test_two_processes_under_torchrun_with_gloo(tmp_path):
+def test_two_processes_under_torchrun_with_gloo(tmp_path, shapes_coco):
     """The issue's own command, on the committed COCO export, then checkpoints.load."""
-    result = torchrun(["-m", "lessons_pkg.train", "ssd", "--images", str(COCO), "--annotations",
-                       str(COCO / "annotations.json"), "--val-images", str(COCO), "--val-annotations",
-                       str(COCO / "annotations.json"), "--steps", "6", "--batch-size", "2", "--out", str(tmp_path),
+    annotations = shapes_coco / "annotations.json"
+    result = torchrun(["-m", "lessons_pkg.train", "ssd", "--images", str(shapes_coco), "--annotations",
+                       str(annotations), "--val-images", str(shapes_coco), "--val-annotations",
+                       str(annotations), "--steps", "6", "--batch-size", "2", "--out", str(tmp_path),
                        "--quiet", "--device", "cpu", "--eval-every", "3"])
     assert result.returncode == 0, result.stderr[-3000:]
     model, record = recipes.load("ssd", tmp_path / "model.pt")
@@ -69,32 +69,10 @@ def test_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path, model):
     assert history["steps"][-1] == 6
 
 
-def mixed_size_coco(tmp_path):
-    """A COCO set whose images come in two sizes."""
-    from lessons_pkg import data
-    root = tmp_path / "mixed"
-    images, annotations = [], []
-    for part, (seed, size) in enumerate(((5, (96, 128)), (6, (128, 112)))):
-        out = tmp_path / f"part{part}"
-        data.export_coco(data.ShapesDataset(4, seed=seed, config=data.ShapesConfig(image_size=size)), out)
-        document = json.loads((out / "annotations.json").read_text())
-        for im in document["images"]:
-            name = f"images/{part}_{Path(im['file_name']).name}"
-            (root / "images").mkdir(parents=True, exist_ok=True)
-            (root / name).write_bytes((out / im["file_name"]).read_bytes())
-            images.append({**im, "id": 100 * part + im["id"], "file_name": name})
-        for a in document["annotations"]:
-            annotations.append({**a, "id": len(annotations) + 1, "image_id": 100 * part + a["image_id"]})
-    categories = document["categories"]
-    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                       "categories": categories}))
-    return root
-
-
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("model", ["faster_rcnn", "fcn"])
-def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, model):
-    root = mixed_size_coco(tmp_path)
+def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, mixed_size_coco, model):
+    root = mixed_size_coco
     coco = ["--images", str(root), "--annotations", str(root / "annotations.json"),
             "--val-images", str(root), "--val-annotations", str(root / "annotations.json")]
     assert main([model, "--out", str(tmp_path / "run"), *coco, "--steps", "2", "--batch-size", "4", "--quiet"]) == 0
@@ -104,18 +82,18 @@ def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, model):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["ssd", "--out", "{tmp}/a", "--images", str(COCO)], "--images and --annotations go together"),
+    (["ssd", "--out", "{tmp}/a", "--images", "{coco}"], "--images and --annotations go together"),
     (["ssd", "--out", "{tmp}/a", "--steps", "0"], "argument --steps: expected a whole number >= 1, got 0"),
     (["ssd", "--out", "{tmp}/a", "--batch-size", "-2"], "argument --batch-size: expected a whole number >= 1, got -2"),
     (["ssd", "--out", "{tmp}/a", "--resume"], "--resume: .*last.pt does not exist"),
-    (["ssd", "--out", "{tmp}/a", "--images", "{tmp}/nowhere", "--annotations", str(COCO / "annotations.json")],
+    (["ssd", "--out", "{tmp}/a", "--images", "{tmp}/nowhere", "--annotations", "{coco}/annotations.json"],
      "--images .*nowhere: not a folder"),
     (["ssd", "--out", "{tmp}/a", "--max-size", "300"], "--max-size needs --min-size"),
     (["yolo9000", "--out", "{tmp}/a"], "invalid choice: 'yolo9000'"),
     (["ssd", "--out", "{tmp}/a", "--amp", "--device", "cpu"], "--amp needs a CUDA device"),
 ])
-def test_bad_flags_fail_at_once_naming_the_flag(tmp_path, capsys, argv, message):
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+def test_bad_flags_fail_at_once_naming_the_flag(tmp_path, shapes_coco, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{coco}", str(shapes_coco)) for a in argv]
     start = time.perf_counter()
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -137,12 +115,12 @@ def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
     ("fcn", lambda d: [a.pop("segmentation") for a in d["annotations"]], "needs a 'segmentation' in every annotation"),
     ("mask_rcnn", lambda d: [a.pop("segmentation") for a in d["annotations"]], "needs a 'segmentation'"),
 ])
-def test_bad_data_fails_before_training_naming_the_file(tmp_path, capsys, model, mutate, message):
-    document = json.loads((COCO / "annotations.json").read_text())
+def test_bad_data_fails_before_training_naming_the_file(tmp_path, shapes_coco, capsys, model, mutate, message):
+    document = json.loads((shapes_coco / "annotations.json").read_text())
     mutate(document)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(document))
-    code = main([model, "--out", str(tmp_path / "run"), "--images", str(COCO), "--annotations", str(bad), "--quiet"])
+    code = main([model, "--out", str(tmp_path / "run"), "--images", str(shapes_coco), "--annotations", str(bad), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and __import__("re").search(message, err) and "bad.json" in err
     assert not (tmp_path / "run" / "model.pt").exists()
@@ -195,18 +173,39 @@ def test_two_gpus_under_torchrun_with_nccl(tmp_path):
     assert record["backend"] == "nccl" and record["world_size"] == 2
 
 
+@pytest.mark.slow   # three runs of the train command in subprocesses, one of them under torchrun
 def test_throughput_benchmark_writes_its_record_and_keeps_an_existing_one(tmp_path, capsys):
-    """A smoke test of the benchmark (tiny runs; the numbers are its business, not a test's)."""
+    """A smoke test of the benchmark (one step per run, one round; the numbers are its
+    business, not a test's): the 1 x 1 run first, every setting run, the record written once."""
     from lessons_pkg.commands import throughput
 
     out = tmp_path / "t.json"
-    record = throughput.main(["--steps", "2", "--batch-size", "1", "--device", "cpu", "--out", str(out),
-                              "--repeats", "2"])
-    assert all(len(r["repeats"]) == len(r["speedups"]) == 2 and r["spread"] >= 0 for r in record["runs"])
-    assert [(r["processes"], r["threads_per_process"]) for r in record["runs"]][:2] == [(1, 1), (1, os.cpu_count())] \
-        or os.cpu_count() == 1
+    record = throughput.main(["--steps", "1", "--batch-size", "1", "--device", "cpu", "--out", str(out),
+                              "--repeats", "1"])
+    assert all(len(r["repeats"]) == len(r["speedups"]) == 1 and r["spread"] == 0 for r in record["runs"])
+    cores = os.cpu_count()
+    assert [(r["processes"], r["threads_per_process"]) for r in record["runs"]] == \
+        [(1, 1)] + [(n, max(1, cores // n)) for n in (1, 2) if (n, max(1, cores // n)) != (1, 1)]
     assert all(r["images_per_second"] > 0 for r in record["runs"]) and record["runs"][0]["speedup"] == 1
     assert json.loads(out.read_text()) == record
     with pytest.raises(SystemExit):
         throughput.main(["--out", str(out)])
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_throughput_speedups_pair_each_round_with_that_rounds_single_thread_run():
+    """Round 1 of a setting against round 1 of the 1 x 1 run, round 2 against round 2 (a slow
+    spell of the machine falls on both): 30/20 and 50/25, not the ratio of the means (40/22.5)."""
+    from lessons_pkg.commands import throughput
+
+    def run(images_per_second):
+        return {"processes": 2, "threads_per_process": 1, "images_per_second": images_per_second,
+                "train_seconds": 16 / images_per_second, "images": 16}
+
+    row = throughput.summarize([run(30.0), run(50.0)], baseline=[run(20.0), run(25.0)])
+    assert row["speedups"] == [1.5, 2.0] and row["speedup"] == 1.75
+    assert row["speedup_spread"] == 0.354                       # stdev(1.5, 2.0) = 0.3536
+    assert row["images_per_second"] == 40.0 and row["spread"] == 14.142 and row["repeats"] == [30.0, 50.0]
+    assert row["train_seconds"] == [16 / 30, 16 / 50] and (row["processes"], row["threads_per_process"]) == (2, 1)
+    single = throughput.summarize([run(30.0)], baseline=[run(20.0)])
+    assert single["spread"] == 0.0 and single["speedup_spread"] == 0.0   # one value: no spread, not an error
