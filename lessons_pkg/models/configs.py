@@ -1,9 +1,10 @@
 """How a model of the course takes its settings: a dataclass config, or its fields as keywords.
 
-``SSD(num_classes=4, negatives="focal")`` and ``SSD(num_classes=4, config=SSDConfig(negatives=
-"focal"))`` build the same model; the recipes (``checkpoints.RECIPES``) use the keywords, so a
-record's settings are plain JSON. Both at once, an unknown setting or a class count below 1 is a
-ValueError that names the argument.
+Every model's constructor reads ``(num_classes, pretrained_backbone=None, config=None,
+**settings)``. ``SSD(num_classes=4, negatives="focal")`` and ``SSD(num_classes=4,
+config=SSDConfig(negatives="focal"))`` build the same model; the recipes
+(``lessons_pkg.recipes.RECIPES``) use the keywords, so a record's settings are plain JSON. Both
+at once, an unknown setting or a class count below 1 is a ValueError that names the argument.
 """
 from __future__ import annotations
 
