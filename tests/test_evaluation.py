@@ -47,6 +47,9 @@ def test_the_evaluation_sets_read_the_committed_proposals_and_run_no_search(monk
     dataset = evaluation.evaluation_set("val", 4, proposals=True)
     assert [len(dataset[i][1]["proposals"]) for i in range(4)] == [
         len(p) for p in evaluation.stored_proposals("val", 4)]
+    # scoring hands them to the model (as training does): no search runs in the forward either
+    model, _ = recipes.load("fast_rcnn")
+    assert set(evaluation.score(model, dataset, "detection")) == set(metrics.SUMMARY_KEYS)
     # beyond the committed images (or another preset), the search runs as before
     assert evaluation.stored_proposals("val", 65) is None and evaluation.stored_proposals("val", 4, "hard") is None
 

@@ -341,11 +341,12 @@ def _check_batch_images(inputs, step: int) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images, device: torch.device | str | None = None) -> list[dict]:
-    """Eval-mode predictions for a batch (Tensor[B, 3, H, W] or a list), returned on the CPU."""
+def predict(model: nn.Module, images, device: torch.device | str | None = None, **inputs) -> list[dict]:
+    """Eval-mode predictions for a batch (Tensor[B, 3, H, W] or a list), returned on the CPU.
+    ``inputs``: further keyword inputs of the model's forward (e.g. R-CNN's ``proposals``)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    return move_to(model(move_to(images, device)), torch.device("cpu"))
+    return move_to(model(move_to(images, device), **move_to(inputs, device)), torch.device("cpu"))
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None,
@@ -354,14 +355,18 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
 
     Returns ``(predictions, targets)`` (lists of dicts on the CPU, one per image), or
     ``metric(predictions, targets)`` when a metric is given (e.g. metrics.mean_average_precision).
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. Targets that carry ``"proposals"``
+    (:class:`lessons_pkg.models.rcnn.WithProposals`) hand them to the model, as training does:
+    R-CNN and Fast R-CNN then score the proposals the data holds instead of searching again.
     """
     device = torch.device(device) if device is not None else default_device()
     was_training = model.training
     model.to(device)
     predictions, targets = [], []
     for images, batch_targets in tqdm(loader, desc="eval", disable=not progress):
-        predictions.extend(predict(model, images, device))
+        given = bool(batch_targets) and all("proposals" in t for t in batch_targets)
+        inputs = {"proposals": [t["proposals"] for t in batch_targets]} if given else {}
+        predictions.extend(predict(model, images, device, **inputs))
         targets.extend(batch_targets)
     model.train(was_training)
     return metric(predictions, targets) if metric is not None else (predictions, targets)
