@@ -8,16 +8,13 @@ run on a GPU. Each case also checks once that both give the same result.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .cli import nonnegative_int, positive_int
 
 
 @dataclass
@@ -106,9 +103,11 @@ def random_rois(k: int, batch: int, image_size: float = 800.0,
 
 # ----------------------------------------------------------------------------- groups
 def ops_cases(device: torch.device, tiny: bool = False) -> list[Case]:
-    """lessons_pkg.ops against torchvision.ops, at the sizes of the targets (or tiny ones)."""
+    """lessons_pkg.ops (and boxes.box_iou) against torchvision.ops, at the sizes of the targets (or
+    tiny ones)."""
     import torchvision
 
+    from . import boxes as box_ops
     from . import ops
     tv = torchvision.ops
     g = torch.Generator().manual_seed(0)
@@ -118,7 +117,7 @@ def ops_cases(device: torch.device, tiny: bool = False) -> list[Case]:
     n_iou = 50 if tiny else 2000
     a = clustered_boxes(n_iou, generator=g, device=device)
     b = clustered_boxes(n_iou, generator=g, device=device)
-    cases.append(Case(f"box_iou {n_iou}x{n_iou}", lambda: ops.box_iou(a, b),
+    cases.append(Case(f"box_iou {n_iou}x{n_iou}", lambda: box_ops.box_iou(a, b),
                       lambda: tv.box_iou(a, b), 1.0, equal))
 
     def same_set(x, y):   # torchvision may order equal scores otherwise (see ops.batched_nms)
@@ -174,4 +173,4 @@ GROUPS: dict[str, Callable[..., list[Case]]] = {"ops": ops_cases}
 
 if __name__ == "__main__":   # python -m lessons_pkg.bench: the command is commands/bench.py
     from lessons_pkg.commands.bench import main
-    sys.exit(main())
+    main()

@@ -14,7 +14,6 @@ untimed (one-off allocations and kernel choices).
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,4 +313,4 @@ def in_measured_seconds(curves: dict[str, list[dict]], costs: dict[str, StepCost
 
 if __name__ == "__main__":   # python -m lessons_pkg.detector_speed: the command is commands/detector_speed.py
     from lessons_pkg.commands.detector_speed import main
-    sys.exit(main())
+    main()

@@ -3,7 +3,6 @@ measured by :mod:`lessons_pkg.bench`."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -37,4 +36,4 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()   # returns what it measured (for the tests), exits 0

@@ -4,7 +4,6 @@ side in one run (:mod:`lessons_pkg.detector_speed`)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -35,4 +34,4 @@ def main(argv: list[str] | None = None) -> list[Measurement] | dict[str, StepCos
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()   # returns what it measured (for the tests), exits 0
