@@ -4,10 +4,12 @@ import time
 import torch
 
 from lessons_pkg import bench
+from lessons_pkg import boxes as box_ops
+from lessons_pkg.commands import bench as bench_command
 
 
 def test_ops_group_runs_at_tiny_sizes(capsys):
-    rows = bench.main(["ops", "--tiny", "--repeats", "1", "--warmup", "0", "--device", "cpu"])
+    rows = bench_command.main(["ops", "--tiny", "--repeats", "1", "--warmup", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "device: cpu" in out and "torchvision ms" in out
     names = [r.name for r in rows]
@@ -20,7 +22,7 @@ def test_ops_group_runs_at_tiny_sizes(capsys):
 
 
 def test_only_filters_cases(capsys):
-    rows = bench.main(["ops", "--tiny", "--repeats", "1", "--warmup", "0", "--only", "box_iou"])
+    rows = bench_command.main(["ops", "--tiny", "--repeats", "1", "--warmup", "0", "--only", "box_iou"])
     assert [r.name for r in rows] == ["box_iou 50x50"]
 
 
@@ -47,7 +49,7 @@ def test_format_table_marks_targets():
 def test_an_unknown_group_is_refused_by_name(capsys):
     import pytest
     with pytest.raises(SystemExit):
-        bench.main(["boxes", "--tiny"])
+        bench_command.main(["boxes", "--tiny"])
     assert "boxes" in capsys.readouterr().err
 
 
@@ -55,6 +57,5 @@ def test_clustered_boxes_are_valid_and_overlap():
     b = bench.clustered_boxes(400, image_size=300.0)
     assert b.shape == (400, 4)
     assert (b[:, 2:] >= b[:, :2]).all() and (b >= 0).all() and (b <= 300).all()
-    from lessons_pkg import ops
-    iou = ops.box_iou(b, b).fill_diagonal_(0)
+    iou = box_ops.box_iou(b, b).fill_diagonal_(0)
     assert (iou > 0.5).any(1).float().mean() > 0.3         # realistic: many near-duplicates
