@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder
 
-from lessons_pkg import boxes, ops
+from lessons_pkg import boxes
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 EXACT = dict(rtol=0, atol=0, equal_nan=True)
@@ -32,7 +32,7 @@ def random_boxes(n, seed=0, dtype=torch.float32, device="cpu", degenerate=False)
 @pytest.mark.parametrize("out_fmt", FORMATS)
 def test_box_convert_matches_torchvision(in_fmt, out_fmt, device):
     b = random_boxes(20, device=device).reshape(2, 10, 4)          # leading dims work too
-    torch.testing.assert_close(ops.box_convert(b, in_fmt, out_fmt),
+    torch.testing.assert_close(boxes.box_convert(b, in_fmt, out_fmt),
                                torchvision.ops.box_convert(b, in_fmt, out_fmt))
     back = boxes.box_convert(boxes.box_convert(b, in_fmt, out_fmt), out_fmt, in_fmt)
     torch.testing.assert_close(back, b)
@@ -55,8 +55,8 @@ def test_box_area_matches_torchvision(fmt, dtype, device):
 def test_box_iou_matches_torchvision_bit_for_bit(dtype, device):
     a = random_boxes(40, seed=1, degenerate=True, device=device).to(dtype)
     b = random_boxes(30, seed=2, degenerate=True, device=device).to(dtype)
-    torch.testing.assert_close(ops.box_iou(a, b), torchvision.ops.box_iou(a, b), **EXACT)
-    torch.testing.assert_close(ops.generalized_box_iou(a, b),
+    torch.testing.assert_close(boxes.box_iou(a, b), torchvision.ops.box_iou(a, b), **EXACT)
+    torch.testing.assert_close(boxes.generalized_box_iou(a, b),
                                torchvision.ops.generalized_box_iou(a, b), equal_nan=True)
 
 
@@ -141,7 +141,7 @@ def test_encode_decode_match_box_coder(weights, device):
     torch.testing.assert_close(deltas, coder.encode_single(gt, anchors))
     torch.testing.assert_close(boxes.decode_boxes(deltas, anchors, weights),
                                coder.decode_single(deltas, anchors))
-    torch.testing.assert_close(ops.decode_boxes(deltas, anchors, weights), gt,
+    torch.testing.assert_close(boxes.decode_boxes(deltas, anchors, weights), gt,
                                rtol=1e-5, atol=1e-4)
 
 
