@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from lessons_pkg import data, train
+from lessons_pkg.inputs import IGNORE_INDEX
 from lessons_pkg.models import fcn
 from lessons_pkg.train import distributed
 
@@ -49,7 +50,7 @@ def main(out: Path, batchnorm: str = "frozen") -> None:
     assert batchnorm in ("frozen", "per-process"), batchnorm
     context = distributed.init("cpu")
     images, targets = data.collate_detection([data.make_split("train", 8)[i] for i in range(8)])
-    assert not any((t["semantic"] == 255).any() for t in targets)  # equal pixel counts: mean of means = mean
+    assert not any((t["semantic"] == IGNORE_INDEX).any() for t in targets)  # equal pixel counts: mean of means = mean
     mine = slice(4 * context.rank, 4 * context.rank + 4)
     model = distributed.wrap(build(batchnorm), context)
     if context.is_main:
