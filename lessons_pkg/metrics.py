@@ -571,6 +571,18 @@ def localization_metrics(predictions: list[dict], targets: list[dict], iou_thres
             "acc_at_iou": (right & (ious >= iou_threshold)).float().mean().item()}
 
 
+# ============================================================================ multi-label classification
+def multilabel_accuracy(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    """Scores of C present/absent decisions per image: ``logits`` float[N, C] (present when > 0),
+    ``targets`` {0, 1}[N, C]. Returns {"exact_match": share of images with all C decisions
+    right, "mean_label_accuracy": share of right decisions}."""
+    if logits.shape != targets.shape or logits.dim() != 2:
+        raise ValueError(f"logits and targets must both be [N, C], got {tuple(logits.shape)} and "
+                         f"{tuple(targets.shape)}")
+    right = (logits > 0).float() == targets.float()
+    return {"exact_match": right.all(dim=1).float().mean().item(), "mean_label_accuracy": right.float().mean().item()}
+
+
 # ============================================================================ speed against accuracy
 def pareto_front(ms: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
     """bool[N]: True for the detectors that no other detector beats on both axes.

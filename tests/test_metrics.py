@@ -527,3 +527,12 @@ def test_bad_segmentation_input_names_the_problem():
         metrics.confusion_matrix(x.float(), x, 3)
     with pytest.raises(ValueError, match="iou_threshold"):
         metrics.voc_average_precision(*_good(), iou_threshold=1.5)
+
+
+def test_multilabel_accuracy_on_known_decisions():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, -0.1, 0.0]])   # present where > 0 (0.0 is absent)
+    targets = torch.tensor([[1, 0, 1], [0, 1, 0]])
+    scores = metrics.multilabel_accuracy(logits, targets)
+    assert scores == {"exact_match": 0.5, "mean_label_accuracy": 5 / 6}
+    with pytest.raises(ValueError, match=r"\[N, C\]"):
+        metrics.multilabel_accuracy(logits, targets[:1])

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .. import records, train
+from .. import metrics, records, train
 from ..cli import positive_float, positive_int
 from ..data import ShapesDataset, render_scene
 from ..models.backbone import PRETRAINED_BACKBONE, WIDTHS, build_backbone
@@ -110,17 +110,13 @@ class MultiLabelClassifier(nn.Module):
 @torch.no_grad()
 def multilabel_accuracy(model: nn.Module, dataset: MultiLabelScenes, batch_size: int = 256,
                         device: torch.device | str | None = None) -> dict[str, float]:
-    """{"exact_match": share of images with all C decisions right, "mean_label_accuracy":
-    share of right present/absent decisions}, deciding "present" when the logit is > 0."""
+    """:func:`lessons_pkg.metrics.multilabel_accuracy` of ``model`` on ``dataset`` (its logits
+    computed in batches of ``batch_size``)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    right = []
-    for start in range(0, len(dataset), batch_size):
-        images = dataset.images[start:start + batch_size].to(device).float() / 255
-        truth = dataset.targets[start:start + batch_size].to(device)
-        right.append(((model(images) > 0).float() == truth).cpu())
-    right = torch.cat(right)
-    return {"exact_match": right.all(dim=1).float().mean().item(), "mean_label_accuracy": right.float().mean().item()}
+    logits = [model(dataset.images[start:start + batch_size].to(device).float() / 255).cpu()
+              for start in range(0, len(dataset), batch_size)]
+    return metrics.multilabel_accuracy(torch.cat(logits), dataset.targets)
 
 
 def load(path: str | Path, map_location="cpu") -> tuple[MultiLabelClassifier, dict]:
