@@ -340,20 +340,19 @@ def make_checkpoint(name: str, out: str | Path | None = None, steps: int | None 
     checkpoint made before records kept curves).
     """
     recipe = get(name)
-    settings = Settings.of(recipe, steps=steps, seed=seed)
+    steps = recipe.steps if steps is None else steps
+    seed = recipe.seed if seed is None else seed
     out = records.default_path(name) if out is None else Path(out)
     if curve_only:
         existing = records.load_record(out)   # a clear error when there is no record to add to
-        if (existing["steps"], existing["seed"]) != (settings.steps, settings.seed):
+        if (existing["steps"], existing["seed"]) != (steps, seed):
             raise ValueError(f"{out.with_suffix('.json')} was trained for {existing['steps']} steps with seed "
-                             f"{existing['seed']}; its curve must come from the same run, not {settings.steps} "
-                             f"and {settings.seed}")
+                             f"{existing['seed']}; its curve must come from the same run, not {steps} and {seed}")
     else:
         out = records.check_writable(out, overwrite)
-    command = remake_command(name, out, settings.steps, settings.seed)
-    settings = Settings.of(recipe, steps=settings.steps, seed=settings.seed, command=command,
-                                    out=None if curve_only else out, curve=True, render_first=True,
-                                    dtype=existing["dtype"] if curve_only else "float16")
+    command = remake_command(name, out, steps, seed)
+    settings = Settings.of(recipe, steps=steps, seed=seed, command=command, out=None if curve_only else out,
+                           curve=True, render_first=True, dtype=existing["dtype"] if curve_only else "float16")
     data = shapes_data(recipe)
     if curve_only:   # only the test split is scored: the curve's last point
         data.score_sets = {"test": data.score_sets["test"]}
