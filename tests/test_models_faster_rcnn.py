@@ -1,5 +1,6 @@
 """Faster R-CNN: the RPN against torchvision's, its proposals and losses; the whole model's
-contract, empty targets, bad inputs and an overfit of four images."""
+losses, empty targets, bad inputs and an overfit of four images (its eval contract, as every
+recipe's model's: tests/test_recipes.py)."""
 import math
 
 import pytest
@@ -200,23 +201,7 @@ def test_faster_rcnn_bad_inputs(batch):
 
 
 # ----------------------------------------------------------------------------- the whole model
-def test_faster_rcnn_eval_contract(device, batch):
-    images, _ = batch
-    torch.manual_seed(0)
-    model = fr.FasterRCNN(num_classes=4).to(device).eval()
-    with torch.no_grad():
-        out = model(images.to(device))
-    assert len(out) == len(images)
-    for d in out:
-        assert set(d) == {"boxes", "labels", "scores"}
-        m = len(d["boxes"])
-        assert d["boxes"].shape == (m, 4) and d["labels"].shape == (m,) and d["scores"].shape == (m,)
-        assert d["labels"].dtype == torch.int64 and d["boxes"].device.type == device.type
-        if m:
-            assert d["labels"].min() >= 1 and d["labels"].max() <= 4
-            assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
-
-
+# (its eval and train contract, as every model's: tests/test_recipes.py)
 def test_faster_rcnn_train_losses(device, batch):
     images, targets = batch
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Mask R-CNN: mask targets against torchvision's RoI Align, crop -> paste round trips (ours and
-torchvision's paste), the mask loss, the matched objects of RoIHeads' samples, the model's
-contract, its variants and bad inputs, and an overfit of four images."""
+torchvision's paste), the mask loss, the matched objects of RoIHeads' samples, empty outputs,
+its variants and bad inputs, and an overfit of four images (the contract of every recipe's
+model: tests/test_recipes.py)."""
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models.detection import roi_heads as tv_roi_heads
 
+from contract import check_detections
 from overfit import overfit
 from lessons_pkg import boxes as box_ops
 from lessons_pkg import data, metrics, ops, train
@@ -199,31 +201,17 @@ def test_mask_targets_of_training_come_from_the_matched_objects(monkeypatch):
     assert (iou >= 0.5).all()
 
 
-def check_eval_output(out, n, num_classes=4):
-    assert len(out) == n
-    for d in out:
-        assert set(d) == {"boxes", "labels", "scores", "masks"}
-        m = len(d["boxes"])
-        assert d["masks"].shape == (m, *SIZE) and d["masks"].is_floating_point()
-        assert d["masks"].device == d["boxes"].device
-        if m:
-            assert d["masks"].min() >= 0 and d["masks"].max() <= 1
-            assert d["labels"].min() >= 1 and d["labels"].max() <= num_classes
-
-
-def test_mask_rcnn_eval_contract(device, batch):
+def test_no_detection_gives_empty_masks_of_the_image_size(device, batch):
+    """Every detection under the score threshold: each image still gets its dict, with masks
+    Tensor[0, 128, 128] (the contract of every recipe's model otherwise: tests/test_recipes.py)."""
     images, _ = batch
     torch.manual_seed(0)
     model = mr.MaskRCNN(num_classes=4).to(device).eval()
+    model.roi_heads.score_threshold = 1.0
     with torch.no_grad():
         out = model(images.to(device))
-    check_eval_output(out, len(images))
-    assert sum(len(d["boxes"]) for d in out) > 0
-    model.roi_heads.score_threshold = 1.0                     # no detections at all
-    with torch.no_grad():
-        out = model(images.to(device))
-    check_eval_output(out, len(images))
-    assert all(len(d["masks"]) == 0 for d in out)
+    check_detections(out, images.to(device), "instance")
+    assert all(d["masks"].shape == (0, *SIZE) for d in out)
 
 
 @pytest.mark.parametrize("class_agnostic", [False, True])
@@ -280,7 +268,7 @@ def test_mask_rcnn_variants_train_and_eval(batch, pool, class_agnostic):
     history = train.fit(model, [(images, targets)], steps=1, device="cpu", progress=False)
     assert math.isfinite(history.final("loss_mask"))
     with torch.no_grad():
-        check_eval_output(model.eval()(images), len(images))
+        check_detections(model.eval()(images), images, "instance")
 
 
 # ----------------------------------------------------------------------------- overfit

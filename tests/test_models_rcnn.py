@@ -1,5 +1,6 @@
-"""Tests of lessons_pkg.models.rcnn: the shared heads against torchvision's, sampling, the model
-contract of R-CNN and Fast R-CNN, images without objects, bad input, overfitting."""
+"""Tests of lessons_pkg.models.rcnn: the shared heads against torchvision's, sampling, given
+proposals, images without objects, bad input, overfitting (the eval and train contract of
+every model: tests/test_recipes.py)."""
 from pathlib import Path
 
 import pytest
@@ -84,26 +85,23 @@ def batch(n=2, seed=5):
 
 
 @pytest.mark.parametrize("model_class", [rcnn.FastRCNN, rcnn.RCNN])
-def test_contract_train_and_eval(model_class, device):
+def test_given_proposals_two_losses_and_an_image_without_objects_has_no_box_loss(model_class, device):
+    """The proposals passed as an argument (the contract itself, with selective search's:
+    tests/test_recipes.py): a classification and a box loss, the box loss 0 on an image with
+    no object (no proposal is a positive), and at most 100 detections per image in eval mode."""
     torch.manual_seed(0)
     model = model_class(num_classes=4).to(device)
     images, targets, proposals = train.move_to(batch(), device)
     targets[1] = {"boxes": torch.zeros(0, 4, device=device), "labels": torch.zeros(0, dtype=torch.int64, device=device)}
     losses = model(images, targets, proposals=proposals)
-    assert set(losses) == {"loss_cls", "loss_box"} and all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+    assert set(losses) == {"loss_cls", "loss_box"}
     only_empty = model(images[1:], targets[1:], proposals=proposals[1:])
-    assert only_empty["loss_box"].item() == 0.0
+    assert only_empty["loss_box"].item() == 0.0 and only_empty["loss_cls"].item() > 0
     model.eval()
     model.roi_heads.score_threshold = 0.0
     with torch.no_grad():
         out = model(images, proposals=proposals)
-    assert len(out) == 2
-    for det in out:
-        assert set(det) == {"boxes", "labels", "scores"} and det["boxes"].shape[1] == 4
-        assert len(det["boxes"]) <= 100 and det["labels"].dtype == torch.int64
-        assert ((det["labels"] >= 1) & (det["labels"] <= 4)).all()
-        assert (det["boxes"] >= 0).all() and (det["boxes"] <= 128).all()
+    assert all(0 < len(d["boxes"]) <= 100 for d in out)       # 50 proposals x 4 classes: more candidates
 
 
 def test_proposals_from_targets_or_selective_search():

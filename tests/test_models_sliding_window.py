@@ -1,9 +1,11 @@
 """Tests of lessons_pkg.models.sliding_window: the convolutional shortcut equals brute force,
-window bookkeeping, training windows, the model contract, bad input, overfitting."""
+window bookkeeping, training windows, other window sizes, bad input, overfitting (the contract
+of every recipe's model: tests/test_recipes.py)."""
 import pytest
 import torch
 from torch import nn
 
+from contract import check_detections
 from lessons_pkg import boxes, data, metrics, train
 from lessons_pkg.models import sliding_window as sw
 
@@ -155,7 +157,10 @@ def test_sampled_windows_are_labelled_by_iou():
     assert (windows >= 0).all() and (windows <= 64).all()
 
 
-def test_contract_train_and_eval(device):
+def test_other_window_sizes_one_loss_an_image_without_objects_and_train_mode_needs_targets(device):
+    """Windows of 20 and 40 pixels (the recipe's are the defaults, tests/test_recipes.py): one
+    classification loss over the sampled windows, finite when an image has no object; the
+    detections in the contract; train mode refuses images without targets."""
     torch.manual_seed(0)
     model = sw.SlidingWindowDetector(num_classes=4, window_sizes=(20, 40)).to(device)
     ds = data.make_split("val", 2)
@@ -163,17 +168,14 @@ def test_contract_train_and_eval(device):
     targets[1] = {"boxes": torch.zeros(0, 4, device=device), "labels": torch.zeros(0, dtype=torch.int64, device=device)}
     losses = model(images, targets)
     assert set(losses) == {"loss_cls"} and torch.isfinite(losses["loss_cls"])
-    losses["loss_cls"].backward()
+    only_empty = model(images[1:], targets[1:])
+    assert torch.isfinite(only_empty["loss_cls"]) and only_empty["loss_cls"].item() > 0
     model.eval()
-    model.config.score_threshold = 0.0  # an untrained model: keep everything to see the output's shape
+    model.config.score_threshold = 0.0  # an untrained model: keep everything to see the output
     with torch.no_grad():
         out = model(images)
-    assert len(out) == 2
-    for det in out:
-        assert set(det) == {"boxes", "labels", "scores"}
-        assert det["boxes"].shape[1] == 4 and det["labels"].dtype == torch.int64
-        assert len(det["boxes"]) == len(det["labels"]) == len(det["scores"]) <= 100
-        assert ((det["labels"] >= 1) & (det["labels"] <= 4)).all()
+    check_detections(out, images, "detection")
+    assert all(0 < len(d["boxes"]) <= 100 for d in out)
     with pytest.raises(ValueError, match="train mode the model needs targets"):
         model.train()(images)
 

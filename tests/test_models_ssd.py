@@ -1,6 +1,6 @@
 """SSD: default boxes, matching, loss and post-processing against torchvision's; the focal and
-random-negative variants; the whole model's contract, empty targets, bad inputs and an overfit
-of four images."""
+random-negative variants; the whole model's prior, losses, empty targets, bad inputs and an
+overfit of four images (its eval contract, as every recipe's model's: tests/test_recipes.py)."""
 import math
 from types import SimpleNamespace
 
@@ -422,27 +422,21 @@ def test_bad_inputs(device, batch):
 
 # ----------------------------------------------------------------------------- the whole model
 @pytest.mark.parametrize("prior", [None, 0.01])
-def test_eval_contract(device, batch, prior):
-    """Untrained: with zero biases (prior None) there are detections; with the default prior
-    every score starts near 0.0025 < 0.01, and each image gets well-formed empty outputs."""
+def test_untrained_detections_follow_the_prior_at_any_size(device, batch, prior):
+    """Untrained: with zero biases (prior None) there are detections above the score threshold;
+    with the default prior every score starts near 0.0025 < 0.01, and each image gets empty
+    outputs. A list of images gives what the batch gives, and a 256 x 128 image (padded to
+    multiples of 128) keeps its boxes inside it. (The contract itself: tests/test_recipes.py.)"""
     images, _ = batch
     torch.manual_seed(0)
     model = ssd.SSD(num_classes=C, prior=prior).to(device).eval()
     with torch.no_grad():
         out = model(images.to(device))
         as_list = model([im.to(device) for im in images])
-    assert len(out) == len(images)
     for d, e in zip(out, as_list):
-        assert set(d) == {"boxes", "labels", "scores"}
         m = len(d["boxes"])
         assert (0 < m <= model.config.detections_per_image) if prior is None else m == 0
-        assert d["boxes"].shape == (m, 4) and d["labels"].shape == (m,) and d["scores"].shape == (m,)
-        assert d["labels"].dtype == torch.int64 and d["boxes"].device.type == device.type
-        assert d["scores"].dtype == d["boxes"].dtype == torch.float32
-        if m:
-            assert d["labels"].min() >= 1 and d["labels"].max() <= C
-            assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
-            assert (d["scores"] > model.config.score_threshold).all()
+        assert (d["scores"] > model.config.score_threshold).all()
         torch.testing.assert_close(d["boxes"], e["boxes"])
     with torch.no_grad():
         big = model(torch.rand(1, 3, 256, 128, device=device))[0]
