@@ -1,5 +1,7 @@
 """The localizer: shapes and the loss dict, the loss against references, overfitting 8 images,
 freezing, and clear errors on bad input."""
+import math
+
 import pytest
 import torch
 import torchvision
@@ -72,18 +74,39 @@ def test_giou_loss_matches_torchvision():
     assert torch.isfinite(pred.grad).all() and pred.grad[2].abs().sum() > 0  # a gradient without overlap
 
 
-def test_box_head_averages_the_cells_boxes():
+def test_box_head_with_equal_scores_averages_every_cells_box():
+    """Equal scores at every cell: each of the 4 x 4 cells weighs 1/16, and the box is the mean
+    cell centre (0.5, 0.5) minus and plus the four distances, here sigmoid of the biases:
+    left 0.25, top 0.5, right 0.1, bottom 0.25 (in units of the image size)."""
+    torch.manual_seed(0)
     head = L.BoxHead(8, hidden=4)
-    features = torch.randn(2, 8, 4, 4)
+    last = head.conv[2]                   # 1x1: hidden -> (score, left, top, right, bottom)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, math.log(1 / 3), 0.0, math.log(1 / 9), math.log(1 / 3)]))
+    boxes, weights = head(torch.randn(2, 8, 4, 4))
+    torch.testing.assert_close(weights, torch.full((2, 4, 4), 1 / 16))
+    torch.testing.assert_close(boxes, torch.tensor([[0.25, 0.0, 0.6, 0.75]] * 2))
+
+
+@pytest.mark.parametrize("row, col", [(1, 2), (3, 0)])
+def test_box_head_takes_the_box_of_the_cell_whose_score_dominates(row, col):
+    """A spike at one cell of a 4 x 4 map, scored 50 there and 0 elsewhere: that cell weighs
+    ~1, and the box is its own, centred on the cell's centre ((col + 0.5) / 4, (row + 0.5) / 4)
+    with every distance sigmoid(0) = 0.5; moving the spike moves the box by the cells' pitch."""
+    head = L.BoxHead(8, hidden=4)
+    first, last = head.conv[0], head.conv[2]
+    with torch.no_grad():
+        for p in (*first.parameters(), *last.parameters()):
+            p.zero_()
+        first.weight[0, 0, 1, 1] = 1.0    # hidden channel 0 = feature channel 0 at the same cell
+        last.weight[0, 0, 0, 0] = 50.0    # the score = 50 x hidden channel 0
+    features = torch.zeros(1, 8, 4, 4)
+    features[0, 0, row, col] = 1.0
     boxes, weights = head(features)
-    out = head.conv(features)
-    cx, cy = L.cell_centres(4, 4)
-    left, top, right, bottom = out[:, 1:].sigmoid().unbind(1)
-    w = out[:, 0].flatten(1).softmax(1).view(2, 4, 4)
-    expected = torch.stack([((cx - left) * w).sum((1, 2)), ((cy - top) * w).sum((1, 2)),
-                            ((cx + right) * w).sum((1, 2)), ((cy + bottom) * w).sum((1, 2))], dim=1)
-    torch.testing.assert_close(boxes, expected)
-    torch.testing.assert_close(cx[0], torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert weights[0, row, col] > 0.999
+    cx, cy = (col + 0.5) / 4, (row + 0.5) / 4
+    torch.testing.assert_close(boxes[0], torch.tensor([cx - 0.5, cy - 0.5, cx + 0.5, cy + 0.5]))
 
 
 def test_overfits_eight_images():
