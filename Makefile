@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 EXECUTE ?= 0
 JOBS ?= 2
 
-.PHONY: book test execute setup figures data browser-check screenshots bench clean help
+.PHONY: book test test-fast execute setup figures data browser-check screenshots bench clean help
 help:
 	@echo "make book      build the HTML book into _build/html (EXECUTE=1 re-runs the notebooks first)"
 	@echo "make test      unit tests + every notebook in _toc.yml under nbval"
+	@echo "make test-fast the unit tests not marked slow (the edit loop: about a minute on 2 cores)"
 	@echo "make execute   re-run the notebooks in place so their stored outputs are current"
 	@echo "make figures   regenerate book/figures;  make data   regenerate data/shapes_coco"
 	@echo "make screenshots  every page of the built book, light and dark theme, into _build/screenshots"
@@ -29,6 +30,11 @@ $(STAMP): requirements.txt pyproject.toml
 # fight over the cores and tiny ops run 50-100x slower (measured on this machine).
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax tests $$($(PY) tests/notebook_tools.py list)
+
+# The edit loop: no notebook, nothing marked slow (trainings, rescoring of committed records,
+# subprocesses, Chromium); `make test` runs those too.
+test-fast: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -n $(JOBS) tests
 
 execute: setup
 	$(PY) tests/notebook_tools.py execute $(NB)

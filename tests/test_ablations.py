@@ -36,6 +36,7 @@ def test_committed_ablation_records(name):
         assert len({run["test"][first] for run in r["runs"].values()}) > 1     # the seeds differ
 
 
+@pytest.mark.slow   # rescores a committed checkpoint on the test images
 @pytest.mark.usefixtures("one_thread")
 def test_the_extra_scores_of_seed_0_are_those_of_the_committed_weights():
     """The recall@0.5 and box count that ssd_negatives adds for seed 0 come from the committed
@@ -50,6 +51,7 @@ def test_the_extra_scores_of_seed_0_are_those_of_the_committed_weights():
     assert again["boxes_50"] != runs["ssd_focal"]["runs"]["0"]["test"]["boxes_50"]   # the check can tell them apart
 
 
+@pytest.mark.slow   # trains a localizer (about 20 s)
 def test_a_live_run_of_a_chapter_reproduces_its_record():
     """Seed 1 of the cheapest live variant, trained again, scores what the record says."""
     record = ablations.load("localizer_workflows")["recipes"]["frozen"]["runs"]["1"]

@@ -10,6 +10,8 @@ spec = importlib.util.spec_from_file_location("check_pages", ROOT / "tests" / "b
 check_pages = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(check_pages)
 
+pytestmark = pytest.mark.slow   # every test renders a page in a headless Chromium
+
 MATHJAX = (ROOT / "book" / "_vendor" / "mathjax" / "tex-svg.js").as_uri()
 TEXT = "A paragraph a reader reads. " * 12
 

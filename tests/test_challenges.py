@@ -40,6 +40,7 @@ def test_the_nms_challenge_scores_only_an_exact_nms(capsys):
     assert "not exact, so not scored" in capsys.readouterr().out
 
 
+@pytest.mark.slow   # rescores a committed checkpoint on the test images
 def test_the_detector_challenge_scores_on_the_hard_preset():
     """SSD's own hard-preset checkpoint scores its record's number: it ties the bar, it does not beat it."""
     model, record = recipes.load("ssd_hard")
@@ -47,6 +48,7 @@ def test_the_detector_challenge_scores_on_the_hard_preset():
     assert result["value"] == pytest.approx(record["test"]["map_50"], abs=0.01)
 
 
+@pytest.mark.slow   # scores a localizer on the test images
 def test_the_localizer_challenge_says_not_yet_for_an_untrained_model(capsys):
     from lessons_pkg.models import localizer
 

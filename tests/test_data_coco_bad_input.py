@@ -132,6 +132,7 @@ def test_a_broken_image_file_and_a_decompression_bomb_name_the_file(tmp_path, co
         read_all(tmp_path, write_coco(tmp_path, doc))
 
 
+@pytest.mark.slow   # a subprocess that imports torch
 def test_huge_polygons_run_in_a_subprocess_under_a_memory_limit(tmp_path, coco_document, write_coco):
     """Before this check a huge vertex ran pycocotools out of memory or crashed the
     interpreter: run in a child with 2 GB of address space to spare, it must exit with a named error."""

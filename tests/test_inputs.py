@@ -86,6 +86,7 @@ def test_as_pair():
         inputs.as_pair((0, 2), "k", positive=True)
 
 
+@pytest.mark.slow   # a subprocess that imports the package
 def test_a_chapter_checker_does_not_import_every_model():
     code = ("import sys, lessons_pkg.exercises.boxes; from lessons_pkg import exercises; exercises.check_diou; "
             "assert 'lessons_pkg.models' not in sys.modules and 'matplotlib' not in sys.modules, "

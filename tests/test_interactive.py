@@ -59,17 +59,20 @@ def selftest(tmp_path: Path, html_body: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow   # a headless Chromium
 def test_moving_every_control_changes_the_drawing_in_chromium(tmp_path):
     good = interactive.frame_slider(square, {"size": [4, 8, 16], "shade": [100, 250]})._repr_html_()
     assert 'data-selftest="ok"' in selftest(tmp_path, good)
 
 
+@pytest.mark.slow   # a headless Chromium
 def test_a_control_that_draws_nothing_new_fails_the_selftest(tmp_path):
     """A planted fault: the drawing ignores the second control."""
     dead = interactive.frame_slider(lambda size, shade: square(size, 200), {"size": [4, 8], "shade": [1, 2]})
     assert 'data-selftest="unchanged"' in selftest(tmp_path, dead._repr_html_())
 
 
+@pytest.mark.slow   # a headless Chromium
 def test_the_browser_check_reports_a_dead_control(tmp_path):
     """tests/browser/check_pages.py on a planted page: an interactive figure whose second control
     changes nothing is reported, a working one is not."""

@@ -153,6 +153,7 @@ def test_three_losses_an_odd_size_and_bad_settings():
         cn.CenterNet(4, config=cn.CenterNetConfig(), channels=32)
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_overfits_four_images():
     torch.manual_seed(0)
     ds = data.ShapesDataset(4, seed=3, config="easy")

@@ -221,6 +221,7 @@ def test_faster_rcnn_train_losses(device, batch):
     assert losses["loss_rpn_box"].item() == 0.0 and losses["loss_box"].item() == 0.0
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_faster_rcnn_overfits_four_images():
     torch.manual_seed(0)
     # 64 RoIs per image instead of 128: RoI Align's backward dominates a CPU step.

@@ -59,6 +59,7 @@ def test_ignore_index_pixels_are_left_out():
     assert torch.isfinite(model(images, [{"semantic": half}])["loss_seg"])
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_overfits_four_images():
     torch.manual_seed(0)
     config = data.preset("easy").replace(image_size=(48, 48), size_range=(16.0, 36.0))
@@ -182,6 +183,7 @@ def test_backbone_fcn_refuses_max_unpool_and_unknown_kinds():
         fcn.BackboneFCN(upsampling="cubic")
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_backbone_fcn_overfits_four_images():
     torch.manual_seed(0)
     ds = data.ShapesDataset(4, seed=3, config="easy")

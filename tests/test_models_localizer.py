@@ -109,6 +109,7 @@ def test_box_head_takes_the_box_of_the_cell_whose_score_dominates(row, col):
     torch.testing.assert_close(boxes[0], torch.tensor([cx - 0.5, cy - 0.5, cx + 0.5, cy + 0.5]))
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_overfits_eight_images():
     # 64-pixel scenes (a 4x4 feature map): the same model, a quarter of the compute.
     config = data.preset("single").replace(image_size=(64, 64), size_range=(16.0, 40.0))

@@ -272,6 +272,7 @@ def test_mask_rcnn_variants_train_and_eval(batch, pool, class_agnostic):
 
 
 # ----------------------------------------------------------------------------- overfit
+@pytest.mark.slow   # trains until it overfits
 def test_mask_rcnn_overfits_four_images():
     torch.manual_seed(0)
     # 32 RoIs per image (at most 8 positives for the mask branch): a CPU step is mostly convs' backward.

@@ -139,6 +139,7 @@ def test_bad_settings_are_named():
         rcnn.RCNN(crop_size=30)
 
 
+@pytest.mark.slow   # trains until it overfits
 @pytest.mark.parametrize("model_class, pool", [(rcnn.FastRCNN, "roi_pool"), (rcnn.FastRCNN, "roi_align"), (rcnn.RCNN, None)])
 def test_overfits_a_few_images(model_class, pool):
     ds = rcnn.WithProposals(data.ShapesDataset(4, seed=5, config="easy"))

@@ -180,6 +180,7 @@ def test_other_window_sizes_one_loss_an_image_without_objects_and_train_mode_nee
         model.train()(images)
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_overfits_a_few_images():
     """A few easy images, seen over and over, are detected almost perfectly."""
     ds = data.ShapesDataset(4, seed=5, config="easy")

@@ -462,6 +462,7 @@ def test_train_losses_and_empty_targets(device, batch):
     sum(losses.values()).backward()
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_overfits_four_images():
     torch.manual_seed(0)
     model = ssd.SSD(num_classes=C, pretrained_backbone=BACKBONE)

@@ -236,6 +236,7 @@ def test_bad_inputs(batch):
         yolo.decode_predictions(torch.zeros(1, 8, 8, 10), SIZE)
 
 
+@pytest.mark.slow   # trains until it overfits
 def test_overfits_four_images():
     torch.manual_seed(0)
     model = yolo.YOLO(num_classes=4, pretrained_backbone=BACKBONE)

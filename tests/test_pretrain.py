@@ -37,6 +37,7 @@ def test_record_says_how_to_reproduce_it(record):
     assert record["heldout"]["exact_match"] >= 0.5 and record["heldout"]["mean_label_accuracy"] >= 0.9
 
 
+@pytest.mark.slow   # rescores the committed backbone
 def test_recorded_accuracy_reproduces(record):
     model, _ = pretrain.load(CHECKPOINT)
     check = pretrain.MultiLabelScenes(record["check"]["num_images"], record["check"]["seed"])

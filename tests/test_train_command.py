@@ -36,6 +36,7 @@ def test_one_process_on_the_shapes_data_writes_loadable_files(tmp_path):
     assert state["step"] == 4 and len(state["processes"]) == 1
 
 
+@pytest.mark.slow   # torchrun: two processes
 def test_two_processes_under_torchrun_with_gloo(tmp_path, shapes_coco):
     """The issue's own command, on the committed COCO export, then checkpoints.load."""
     annotations = shapes_coco / "annotations.json"
@@ -126,6 +127,7 @@ def test_bad_data_fails_before_training_naming_the_file(tmp_path, shapes_coco, c
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+@pytest.mark.slow   # torchrun: two processes
 def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
     """2 processes x 4 images, gradients averaged by DDP, against 1 process x the same 8 images
     (BatchNorm frozen: in train mode each process would normalize with its own batch's
@@ -143,6 +145,7 @@ def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
     assert moved > 10   # the step changed the weights (the comparison is not of two untouched models)
 
 
+@pytest.mark.slow   # torchrun: two processes
 def test_with_per_process_batchnorm_the_ddp_step_is_not_the_union_step(tmp_path):
     """The condition of the equality above, tested: BatchNorm in train mode in each process (the
     planted fault: what the page's SSD does on the CPU, where SyncBatchNorm has no kernels)
