@@ -159,7 +159,9 @@ def test_overfits_four_images():
     ds = data.ShapesDataset(4, seed=3, config="easy")
     model = cn.CenterNet(4, pretrained_backbone=True)
     loader = train.make_loader(ds, batch_size=4)
-    history = train.fit(model, loader, steps=150, lr=3e-3, progress=False, log_every=50)
+    # 100 steps (was 150; seed 0, one thread): mAP@0.5 1.0 either way, the loss down to 5.0 % of
+    # its start (2.4 % after 150), against the bars 0.9 and a third.
+    history = train.fit(model, loader, steps=100, lr=3e-3, progress=False, log_every=50)
     assert history.final() < history.losses["total"][0] / 3
     preds, targets = train.evaluate(model, train.make_loader(ds, 4, shuffle=False))
     assert metrics.mean_average_precision(preds, targets)["map_50"] > 0.9

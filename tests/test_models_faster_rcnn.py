@@ -226,7 +226,8 @@ def test_faster_rcnn_overfits_four_images():
     torch.manual_seed(0)
     # 64 RoIs per image instead of 128: RoI Align's backward dominates a CPU step.
     model = fr.FasterRCNN(num_classes=4, pretrained_backbone=BACKBONE, batch_size_per_image=64)
-    preds, targets, seconds = overfit(model, steps=80, dataset=data.ShapesDataset(4, seed=5, config="easy"))
+    # 50 steps (was 80; seed 0, one thread): mAP@0.5 0.992 (1.0 after 80) against the bar 0.9.
+    preds, targets, seconds = overfit(model, steps=50, dataset=data.ShapesDataset(4, seed=5, config="easy"))
     scores = metrics.mean_average_precision(preds, targets)
     print(f"overfit: mAP@0.5 {scores['map_50']:.3f}, mAP {scores['map']:.3f}, {seconds:.1f} s")
     assert scores["map_50"] >= 0.9

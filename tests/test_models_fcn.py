@@ -189,6 +189,7 @@ def test_backbone_fcn_overfits_four_images():
     ds = data.ShapesDataset(4, seed=3, config="easy")
     loader = train.make_loader(ds, batch_size=4, shuffle=False)
     model = fcn.BackboneFCN(pretrained_backbone=BACKBONE)
+    # the lowest IoU of those classes 0.913 after these 100 steps, 0.815 after 60 (one thread): it keeps 100.
     train.fit(model, loader, steps=100, lr=5e-3, progress=False, device="cpu")
     result = train.evaluate(model, loader, device="cpu", metric=metrics.segmentation_metrics)
     pixels = torch.bincount(torch.stack([ds[i][1]["semantic"] for i in range(4)]).flatten(), minlength=5)

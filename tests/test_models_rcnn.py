@@ -139,13 +139,17 @@ def test_bad_settings_are_named():
         rcnn.RCNN(crop_size=30)
 
 
+# Steps measured (seed 0, one thread): mAP@0.5 of RoI Pool 0.975 after 80 steps, 0.938 after 50
+# (so it keeps 80); RoI Align and R-CNN 1.0 after 80 and after 50 steps.
 @pytest.mark.slow   # trains until it overfits
-@pytest.mark.parametrize("model_class, pool", [(rcnn.FastRCNN, "roi_pool"), (rcnn.FastRCNN, "roi_align"), (rcnn.RCNN, None)])
-def test_overfits_a_few_images(model_class, pool):
+@pytest.mark.parametrize("model_class, pool, steps", [(rcnn.FastRCNN, "roi_pool", 80), (rcnn.FastRCNN, "roi_align", 50),
+                                                      (rcnn.RCNN, None, 50)])
+def test_overfits_a_few_images(model_class, pool, steps):
     ds = rcnn.WithProposals(data.ShapesDataset(4, seed=5, config="easy"))
     loader = train.make_loader(ds, batch_size=4, shuffle=False)
     settings = {"pool": pool} if pool else {}
+    torch.manual_seed(0)
     model = model_class(num_classes=4, pretrained_backbone=BACKBONE, **settings)
-    train.fit(model, loader, steps=80, lr=1e-3, progress=False, device="cpu")
+    train.fit(model, loader, steps=steps, lr=1e-3, progress=False, device="cpu")
     result = train.evaluate(model, loader, device="cpu", metric=metrics.mean_average_precision)
     assert result["map_50"] >= 0.9, result

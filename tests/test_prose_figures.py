@@ -149,6 +149,7 @@ def test_a_markdown_page_lists_its_backed_claims_in_front_matter(tmp_path):
     assert len(pf.markdown_file_problems(page)) == 1
 
 
+@pytest.mark.slow   # a subprocess that imports the package
 def test_one_page_can_be_checked_from_the_command_line(tmp_path):
     import subprocess
     import sys
