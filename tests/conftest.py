@@ -1,9 +1,7 @@
 """Shared fixtures: the devices every device-agnostic test runs on, one thread for tiny tensors,
 and the COCO files that several test modules read (the committed export, a set of images of
-two sizes, and the smallest hand-written document with its image). Also the order in which
-pytest-xdist hands out the files: the slowest first."""
+two sizes, and the smallest hand-written document with its image)."""
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,27 +31,13 @@ def one_thread():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` skip on machines without a GPU (CI has none). Under xdist, the
-    files with the most ``slow`` tests run first (:func:`slow_files_first`)."""
-    if not torch.cuda.is_available():
-        skip = pytest.mark.skip(reason="needs a CUDA device")
-        for item in items:
-            if "cuda" in item.keywords:
-                item.add_marker(skip)
-    if hasattr(config, "workerinput"):   # an xdist worker: the controller schedules in this order
-        slow_files_first(items)
-
-
-def slow_files_first(items: list) -> None:
-    """Reorder ``items`` in place: the files with the most tests marked ``slow`` first, every
-    file's tests together and in their order, the other files as collected. ``--dist loadfile``
-    hands whole files to the workers in collection order; a long file handed out last (the
-    train command's, alphabetically late) kept one worker busy alone at the end of the run."""
-    def file_of(item) -> str:
-        return item.nodeid.split("::")[0]
-
-    slow = Counter(file_of(item) for item in items if item.get_closest_marker("slow") is not None)
-    items.sort(key=lambda item: -slow[file_of(item)])   # a stable sort: ties keep their order
+    """Tests marked ``cuda`` skip on machines without a GPU (CI has none)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 # ----------------------------------------------------------------------------- COCO files
