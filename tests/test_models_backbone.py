@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_pkg import checkpoints, records
+from lessons_pkg import recipes, records
 from lessons_pkg.models import backbone as bb
 from lessons_pkg.models import localizer
 
@@ -64,11 +64,11 @@ def test_a_file_of_another_network_names_the_file_and_the_missing_weights(tmp_pa
     assert bb.build_backbone(path, stride=8) is not None      # the stages it has are enough
 
 
-@pytest.mark.parametrize("name", sorted(checkpoints.RECIPES))
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
 def test_every_pretrained_recipe_holds_one_shared_backbone(name):
     """Each recipe that starts from the pretrained backbone holds exactly one Backbone, and
     building it pretrained loads the committed weights into it."""
-    recipe = checkpoints.RECIPES[name]
+    recipe = recipes.RECIPES[name]
     model = recipe.build(pretrained=True)
     backbones = [m for m in model.modules() if isinstance(m, bb.Backbone)]
     if not recipe.pretrained:
