@@ -1,4 +1,5 @@
-"""Scoring a model: one function, :func:`score`, for every record, chapter, challenge and ablation.
+"""Scoring a model: one function, :func:`score`, for every block a record keeps (checkpoints, the
+train command's validation, the quality curve, challenges, ablations).
 
     block = evaluation.score(model, dataset, "detection")   # {"map", "map_50", ... (12 numbers)}
 
@@ -38,7 +39,7 @@ TASKS = ("detection", "instance", "segmentation", "localization")
 # differ from another batch size's in the last bits, so they stay fixed.
 BATCH_SIZE = {"localization": 128}
 DEFAULT_BATCH_SIZE = 16
-# Selective search is the slowest step of scoring R-CNN and Fast R-CNN (about 0.3 s an image):
+# Selective search was the slowest step of scoring R-CNN and Fast R-CNN (a fraction of a second an image):
 # the evaluation sets' proposals are made once and committed (tests/test_evaluation.py
 # recomputes a sample and checks every file's hash).
 PROPOSALS_DIR = records.PRETRAINED_DIR.parent / "proposals"

@@ -85,7 +85,7 @@ RECIPES: dict[str, Recipe] = {
     "fcn_8s": Recipe(fcn.ScoreFusionFCN, {"strides": (16, 8)}, num_train_images=2000, batch_size=32,
                      warmup_steps=20, task="segmentation", crop_size=64, pretrained=True),
     "faster_rcnn": Recipe(faster_rcnn.FasterRCNN, pretrained=True),
-    # R-CNN and Fast R-CNN read selective-search proposals, computed once per image (0.1 s each):
+    # R-CNN and Fast R-CNN read selective-search proposals, computed once per image:
     # fewer training images, the same number of steps as Faster R-CNN.
     # (Their evaluation is the slowest, R-CNN's most of all: a curve point every 500 steps.)
     "fast_rcnn": Recipe(rcnn.FastRCNN, num_train_images=500, lr=1e-3, pretrained=True, proposals=True,

@@ -1,6 +1,6 @@
 """``python -m lessons_pkg.commands.proposals``: the evaluation sets' selective-search proposals,
 made once and committed (``data/proposals/``), so that scoring R-CNN and Fast R-CNN does not run
-selective search on every image again (about 0.3 s an image on a laptop CPU).
+selective search on every image again (a fraction of a second an image on a laptop CPU).
 
     python -m lessons_pkg.commands.proposals                   # val (64 images) and test (300)
     python -m lessons_pkg.commands.proposals --split test --num-images 300 --overwrite
