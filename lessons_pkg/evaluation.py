@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from . import metrics, records
-from .data import make_split
+from .data import make_split, to_original_size
 from .inputs import IGNORE_INDEX
 from .models import rcnn
 from .train import evaluate, make_loader
@@ -67,10 +67,14 @@ def predictions(model: nn.Module, dataset: Dataset, task: str = "detection", dev
                 batch_size: int | None = None) -> tuple[list[dict], list[dict]]:
     """(predictions, targets) of ``model`` on every image of ``dataset``, one dict each per image,
     on the CPU: the model in eval mode without gradients, in batches of ``batch_size`` (default:
-    the task's, :data:`BATCH_SIZE`), left in the mode it was in."""
+    the task's, :data:`BATCH_SIZE`), left in the mode it was in. Predictions on images that
+    :class:`lessons_pkg.data.ResizedImages` resized are mapped back to the targets' frame."""
     loader = make_loader(dataset, batch_size=batch_size or BATCH_SIZE.get(task, DEFAULT_BATCH_SIZE), shuffle=False)
     with torch.inference_mode():
-        return evaluate(model, loader, device=device) if len(dataset) else ([], [])
+        preds, targets = evaluate(model, loader, device=device) if len(dataset) else ([], [])
+    # images resized for the model (data.ResizedImages): predictions back to the targets' frame
+    preds = [to_original_size(p, t["size"], t["orig_size"]) if "orig_size" in t else p for p, t in zip(preds, targets)]
+    return preds, targets
 
 
 def score(model: nn.Module, dataset: Dataset, task: str, *, num_classes: int | None = None,

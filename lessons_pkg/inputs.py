@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from . import crowd
+
 IGNORE_INDEX = 255  # "semantic" pixels with this value are left out of losses and metrics (VOC's convention)
 TASKS = {  # the keys each task's targets must hold, in train mode
     "detection": ("boxes", "labels"),
@@ -288,7 +290,9 @@ def prepare_batch(images, targets, training: bool, num_classes: int, task: str =
         task: "detection" (boxes, labels), "instance" (and masks), "single_object" (exactly one
             box inside the image, and its label) or "semantic" (a class map).
     Returns:
-        (images Tensor[B, 3, H, W], the targets in train mode or None in eval mode).
+        (images Tensor[B, 3, H, W], the targets in train mode or None in eval mode). Detection
+        and instance targets that carry COCO's "iscrowd" come back with their crowd regions
+        moved to "crowd_boxes" (:func:`lessons_pkg.crowd.split_crowd`).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
@@ -307,4 +311,8 @@ def prepare_batch(images, targets, training: bool, num_classes: int, task: str =
         check_detection_targets(targets, batch_size, num_classes)
         if task == "instance":
             check_mask_targets(targets, image_size)
+        for i, t in enumerate(targets):
+            check_per_object(t, ("iscrowd", "area"), len(t["boxes"]), f"target {i}")
+        # COCO's crowd regions: out of the positives, into "crowd_boxes" (never hard background)
+        return images, [crowd.split_crowd(t) for t in targets]
     return images, list(targets)

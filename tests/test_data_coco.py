@@ -48,7 +48,7 @@ def test_committed_copy_is_small(shapes_coco):
 
 
 # What a real file brings beside coco_document's one annotation (conftest): a crowd region (RLE)
-# and a box of zero width, both of which the reader leaves out.
+# (kept, flagged iscrowd) and a box of zero width (left out).
 CROWD_AND_ZERO_SIZE = (
     {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 1,
      "segmentation": {"size": [8, 10], "counts": [0, 2, 6, 2, 70]}},
@@ -65,16 +65,56 @@ def document(coco_document) -> dict:
     return document
 
 
-def test_real_style_file_remaps_ids_drops_crowd_and_zero_size(tmp_path, write_coco, document):
+def test_real_style_file_remaps_ids_keeps_crowd_flagged_and_drops_zero_size(tmp_path, write_coco, document):
     ds = data.CocoDataset(tmp_path, write_coco(tmp_path, document))
     assert ds.classes == ("dog", "cat")  # sorted by category id: 3 -> 1, 7 -> 2
     assert ds.label_to_category_id == {1: 3, 2: 7}
     image, t = ds[0]
     assert image.shape == (3, 8, 10)
-    torch.testing.assert_close(t["boxes"], torch.tensor([[1.0, 1.0, 5.0, 4.0]]))
-    assert t["labels"].tolist() == [2]  # the crowd and the zero-width box are left out
-    assert t["masks"].shape == (1, 8, 10) and t["masks"].dtype == torch.uint8
+    # the crowd region stays, flagged (evaluation ignores what lands on it); the zero-width box goes
+    torch.testing.assert_close(t["boxes"], torch.tensor([[1.0, 1.0, 5.0, 4.0], [0.0, 0.0, 2.0, 2.0]]))
+    assert t["labels"].tolist() == [2, 1] and t["iscrowd"].tolist() == [0, 1]
+    assert t["iscrowd"].dtype == torch.uint8 and t["area"].dtype == torch.float64
+    assert t["masks"].shape == (2, 8, 10) and t["masks"].dtype == torch.uint8
     assert t["masks"][0, 2, 2] == 1 and t["masks"][0, 7, 9] == 0
+    # area: the annotation's own when given, else the mask's pixel count
+    assert t["area"].tolist() == [float(document["annotations"][0].get("area", t["masks"][0].sum())),
+                                  float(t["masks"][1].sum())]
+
+
+def test_area_is_the_annotations_own_else_the_masks_else_the_boxes(tmp_path, write_coco, document):
+    document["annotations"] = document["annotations"][:1]
+    document["annotations"][0]["area"] = 123.5
+    _, t = data.CocoDataset(tmp_path, write_coco(tmp_path, document))[0]
+    assert t["area"].tolist() == [123.5]
+    document["annotations"][0].pop("area")
+    document["annotations"][0]["segmentation"] = [[1, 1, 5, 1, 1, 4]]   # a triangle in the 4 x 3 box
+    _, t = data.CocoDataset(tmp_path, write_coco(tmp_path, document))[0]
+    assert t["area"].tolist() == [float(t["masks"][0].sum())] and t["area"].item() != 12.0
+    document["annotations"][0].pop("segmentation")
+    _, t = data.CocoDataset(tmp_path, write_coco(tmp_path, document))[0]
+    assert t["area"].tolist() == [12.0]   # the 4 x 3 box
+
+
+def test_transforms_keep_crowd_flags_with_their_boxes(tmp_path, write_coco, document):
+    """A flip keeps area; a resize drops it (its pixels are the original image's); a crop that
+    removes a box removes its label and crowd flag too."""
+    from torchvision.transforms import v2
+    path = write_coco(tmp_path, document)
+    _, t = data.CocoDataset(tmp_path, path, transforms=v2.RandomHorizontalFlip(1.0))[0]
+    assert t["iscrowd"].tolist() == [0, 1] and "area" in t
+    _, t = data.CocoDataset(tmp_path, path, transforms=data.resize_to_limits(16))[0]
+    assert t["iscrowd"].tolist() == [0, 1] and "area" not in t
+    crop = v2.Compose([v2.RandomCrop((4, 4)), v2.ClampBoundingBoxes(),
+                       v2.SanitizeBoundingBoxes(labels_getter=data.dataset.per_object_values)])
+    torch.manual_seed(0)
+    for _ in range(20):
+        _, t = data.CocoDataset(tmp_path, path, transforms=crop)[0]
+        assert len(t["boxes"]) == len(t["labels"]) == len(t["iscrowd"]) == len(t["masks"])
+    plain = v2.Compose([v2.RandomCrop((4, 4)), v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
+    with pytest.raises(ValueError, match="per_object_values"):
+        for _ in range(20):   # a crop that drops a box, with torchvision's default getter: named
+            data.CocoDataset(tmp_path, path, transforms=plain)[0]
 
 
 def test_images_without_annotations_are_kept_with_empty_targets(tmp_path, write_coco, document):
@@ -89,7 +129,7 @@ def test_boxes_only_dataset_has_no_made_up_masks(tmp_path, write_coco, document)
     for ann in document["annotations"]:
         ann.pop("segmentation")
     _, t = data.CocoDataset(tmp_path, write_coco(tmp_path, document))[0]
-    assert "masks" not in t and t["boxes"].shape == (1, 4)
+    assert "masks" not in t and t["boxes"].shape == (2, 4)   # the object and the crowd region
 
 
 def test_boxes_are_clipped_to_the_image(tmp_path, write_coco, document):

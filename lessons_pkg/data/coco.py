@@ -1,9 +1,11 @@
 """COCO format both ways: export the shapes data, read any COCO detection / instance set.
 
 Reading goes through pycocotools (masks from polygons or RLE) into the target contract:
-category ids are remapped to contiguous labels 1..C in sorted id order, crowd annotations and
-zero-size boxes are left out of the objects, images without annotations are kept with empty
-targets. Bad files get errors that name the file and the field.
+category ids are remapped to contiguous labels 1..C in sorted id order; every object carries
+COCO's ``iscrowd`` and ``area`` (crowd regions included, so that evaluation ignores detections on
+them as COCOeval does, and training leaves them out of the positives: :mod:`lessons_pkg.crowd`);
+zero-size boxes are left out, images without annotations are kept with empty targets. Bad files
+get errors that name the file and the field.
 """
 from __future__ import annotations
 
@@ -94,6 +96,51 @@ def export_coco(dataset: ShapesDataset, out_dir: str | os.PathLike, command: str
     ann_path = out / ANNOTATION_FILE
     ann_path.write_text(json.dumps(document, sort_keys=True, indent=1) + "\n")
     return ann_path
+
+
+def coco_results(predictions: list[dict], label_to_category_id: dict[int, int], iou_type: str = "bbox") -> list[dict]:
+    """Detections in COCO's results format, which ``COCO.loadRes`` and COCOeval read.
+
+    Args:
+        predictions: one dict per image, in the image's own pixels (the frame of the annotation
+            file), with "image_id" (the file's id), "boxes" Tensor[M, 4] xyxy, "labels" int64[M]
+            (1..C), "scores" Tensor[M], and for "segm" "masks" Tensor[M, H, W] (or [M, 1, H, W])
+            of probabilities or 0/1 (foreground above 0.5).
+        label_to_category_id: the dataset's (:attr:`CocoDataset.label_to_category_id`).
+        iou_type: "bbox": {"image_id", "category_id" (the file's id), "bbox" [x, y, w, h],
+            "score"} per detection; "segm": {"image_id", "category_id", "segmentation"
+            (compressed RLE, counts as str), "score"}, without "bbox".
+    Why two lists: ``loadRes`` takes a detection's area from its "bbox" whenever one is there,
+    so in a file with both, COCOeval would sort masks into small/medium/large by their boxes'
+    areas. Mask results without boxes (COCO's segmentation results format, as torchvision's
+    reference evaluator writes them) get their masks' areas.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    results = []
+    for i, p in enumerate(predictions):
+        if "image_id" not in p:
+            raise ValueError(f"prediction {i} has no 'image_id' (the annotation file's id of its image)")
+        if iou_type == "segm" and "masks" not in p:
+            raise ValueError(f"prediction {i} has no 'masks': segmentation results need an instance model")
+        boxes = p["boxes"].detach().double().cpu()
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        labels, scores = p["labels"].tolist(), p["scores"].detach().double().cpu().tolist()
+        if iou_type == "segm":
+            masks = p["masks"].detach().cpu()
+            masks = (masks[:, 0] if masks.dim() == 4 else masks) > 0.5
+        for k, (box, label, score) in enumerate(zip(xywh, labels, scores)):
+            if label not in label_to_category_id:
+                raise ValueError(f"prediction {i}: label {label} has no category id (labels "
+                                 f"{sorted(label_to_category_id)})")
+            entry = {"image_id": int(p["image_id"]), "category_id": int(label_to_category_id[label]),
+                     "score": score}   # unrounded: COCOeval reads our numbers
+            if iou_type == "bbox":
+                entry["bbox"] = box
+            else:
+                entry["segmentation"] = mask_to_rle(masks[k].numpy())
+            results.append(entry)
+    return results
 
 
 # --------------------------------------------------------------------------- reading
@@ -328,9 +375,18 @@ class CocoDataset(Dataset):
         ann_file: the COCO annotation JSON (default ``root/annotations.json``).
         transforms: optional torchvision.transforms.v2 pipeline on (image, target).
 
-    Samples are ``(image float32[3, H, W] in [0, 1], target)`` with ``boxes``, ``labels`` and
+    Samples are ``(image float32[3, H, W] in [0, 1], target)`` with ``boxes`` float32[N, 4] (xyxy,
+    clipped to the image), ``labels`` int64[N], ``iscrowd`` uint8[N] and ``area`` float64[N], and
     ``image_id`` (the file's image id), plus ``masks`` uint8[N, H, W] when every annotation of the
     set has a segmentation (a boxes-only set has no ``masks`` key rather than made-up masks).
+
+    ``iscrowd`` and ``area`` are COCO's: a crowd annotation (``iscrowd`` 1) is one region over many
+    objects, kept so that evaluation ignores detections on it (and training keeps it out of the
+    positives, :mod:`lessons_pkg.crowd`); ``area`` is the annotation's own (COCO's is the mask's
+    pixel count, not the box's), else the mask's, else the box's; COCO's size ranges (small,
+    medium, large) are judged on it. One difference from COCOeval remains: a box that lies outside
+    the image, or has no width or height, is left out here (a model cannot predict it) where
+    COCOeval counts it as an object nobody can find.
     ``classes[k - 1]`` is the name of label ``k``; ``label_to_category_id`` maps back.
     """
 
@@ -390,21 +446,25 @@ class CocoDataset(Dataset):
         info = self.coco.imgs[image_id]
         image = self._load_image(info)
         h, w = image.shape[-2:]
-        boxes, labels, masks = [], [], []
+        boxes, labels, crowd, area, masks = [], [], [], [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
-            if ann.get("iscrowd", 0):
-                continue
             x, y, bw, bh = ann["bbox"]
             box = np.clip([x, y, x + bw, y + bh], 0, [w, h, w, h])
             if box[2] <= box[0] or box[3] <= box[1]:
                 continue  # zero-size (or entirely outside the image)
             boxes.append(box)
             labels.append(self.category_id_to_label[ann["category_id"]])
-            if self.has_masks:
-                masks.append(self._decode_mask(ann, h, w))
+            crowd.append(int(ann.get("iscrowd", 0)))
+            mask = self._decode_mask(ann, h, w) if self.has_masks else None
+            if mask is not None:
+                masks.append(mask)
+            area.append(float(ann["area"]) if "area" in ann else float(mask.sum()) if mask is not None
+                        else float(bw * bh))
         target = {
             "boxes": torch.tensor(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
             "labels": torch.tensor(labels, dtype=torch.int64),
+            "iscrowd": torch.tensor(crowd, dtype=torch.uint8),
+            "area": torch.tensor(area, dtype=torch.float64),   # COCO's size ranges end at 32² and 96²: no rounding
             "image_id": image_id,
         }
         if self.has_masks:

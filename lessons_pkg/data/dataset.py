@@ -56,12 +56,37 @@ def unwrap_tv_tensors(image: Tensor, target: dict) -> tuple[Tensor, dict]:
     return image.as_subclass(Tensor), plain
 
 
+# Per-object values that are plain tensors: transforms.v2 moves boxes and masks, and drops these
+# with their boxes only when told (SanitizeBoundingBoxes' labels_getter, :func:`per_object_values`).
+PER_OBJECT_KEYS = ("labels", "iscrowd", "area")
+
+
+def per_object_values(inputs) -> tuple[Tensor, ...]:
+    """SanitizeBoundingBoxes' ``labels_getter``: the target's :data:`PER_OBJECT_KEYS`, so that a
+    dropped box takes its label, crowd flag and area with it. ``inputs``: (image, target)."""
+    target = inputs[1] if isinstance(inputs, (tuple, list)) else inputs
+    return tuple(target[k] for k in PER_OBJECT_KEYS if k in target)
+
+
 def apply_transforms(transforms: Callable | None, image: Tensor, target: dict) -> tuple[Tensor, dict]:
-    """Run a torchvision.transforms.v2 pipeline on a contract sample and return plain tensors."""
+    """Run a torchvision.transforms.v2 pipeline on a contract sample and return plain tensors.
+
+    A target's ``area`` (COCO's, in the original image's pixels) does not follow a resize or a
+    crop: when the image's size changes it is dropped, and the metrics fall back to the mask's or
+    the box's area. (Scoring as COCO does happens in the original frame: :class:`ResizedImages`.)
+    A pipeline that drops boxes but not their per-object values is refused by name."""
     if transforms is None:
         return image, target
-    image, target = transforms(*wrap_tv_tensors(image, target))
-    return unwrap_tv_tensors(image, target)
+    size = tuple(image.shape[-2:])
+    image, target = unwrap_tv_tensors(*transforms(*wrap_tv_tensors(image, target)))
+    if "area" in target and tuple(image.shape[-2:]) != size:
+        target = {k: v for k, v in target.items() if k != "area"}
+    n = len(target["boxes"])
+    for key in PER_OBJECT_KEYS:
+        if key in target and len(target[key]) != n:
+            raise ValueError(f"the transforms left {n} boxes but {len(target[key])} values of {key!r}: give "
+                             "SanitizeBoundingBoxes labels_getter=lessons_pkg.data.dataset.per_object_values")
+    return image, target
 
 
 class ShapesDataset(Dataset):

@@ -6,7 +6,13 @@ semantic mask follow every flip, crop and resize of the image.
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
+
+from .dataset import per_object_values
 
 
 def resize_to_limits(min_size: int, max_size: int | None = None) -> v2.Compose:
@@ -24,7 +30,8 @@ def resize_to_limits(min_size: int, max_size: int | None = None) -> v2.Compose:
     if max_size is not None and (not isinstance(max_size, int) or max_size <= min_size):
         raise ValueError(f"max_size must be an int > min_size ({min_size}) or None, got {max_size!r}")
     return v2.Compose([v2.Resize(min_size, max_size=max_size, antialias=True),
-                       v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)])
+                       v2.ClampBoundingBoxes(),
+                       v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)])
 
 
 def detection_augmentation(output_size: tuple[int, int] | None = None, crop: bool = False,
@@ -57,7 +64,7 @@ def detection_augmentation(output_size: tuple[int, int] | None = None, crop: boo
         raise ValueError("max_size needs min_size")
     # Crops can push boxes partly outside the image or shrink them to nothing: clamp, then drop
     # degenerate boxes with their labels and masks.
-    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
+    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)]
     return v2.Compose(steps)
 
 
@@ -74,5 +81,54 @@ def segmentation_augmentation(crop_size: tuple[int, int] | None = (64, 64), flip
         steps.append(v2.RandomCrop(crop_size))
     if flip:
         steps += [v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5)]
-    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
+    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)]
     return v2.Compose(steps)
+
+
+class ResizedImages(Dataset):
+    """A dataset's images resized for the model, its targets left in the image's own frame.
+
+    COCO scores detections in the annotation file's pixels (its boxes, masks and ``area``), so a
+    set evaluated at another size is resized for the model only: each sample is (the image
+    resized by :func:`resize_to_limits`, the original target plus ``"orig_size"`` (H, W) and
+    ``"size"`` (h, w), as DETR's targets carry them). :func:`lessons_pkg.evaluation.predictions`
+    then maps the predictions back with :func:`to_original_size` before they meet the targets.
+    """
+
+    def __init__(self, dataset: Dataset, min_size: int, max_size: int | None = None):
+        self.dataset, self.resize = dataset, v2.Resize(min_size, max_size=max_size, antialias=True)
+        resize_to_limits(min_size, max_size)   # the same argument checks
+        self.classes = getattr(dataset, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
+        image, target = self.dataset[index]
+        resized = self.resize(image)
+        return resized, {**target, "orig_size": tuple(image.shape[-2:]), "size": tuple(resized.shape[-2:])}
+
+
+def to_original_size(prediction: dict, size: tuple[int, int], orig_size: tuple[int, int]) -> dict:
+    """One image's prediction made on the image resized to ``size`` (h, w), mapped back to
+    ``orig_size`` (H, W): boxes scaled per axis, masks (probabilities [M, H, W] or [M, 1, H, W])
+    resized bilinearly, a "semantic" class map by nearest neighbour (torchvision's detection
+    models' ``postprocess`` does the same for their internal resize)."""
+    (h, w), (height, width) = size, orig_size
+    if (h, w) == (height, width):
+        return prediction
+    out = dict(prediction)
+    if "boxes" in out:
+        scale = torch.tensor([width / w, height / h, width / w, height / h], dtype=out["boxes"].dtype)
+        out["boxes"] = out["boxes"] * scale.to(out["boxes"].device)
+    if "masks" in out and len(out["masks"]):
+        masks = out["masks"]
+        flat = masks[:, None] if masks.dim() == 3 else masks
+        flat = F.interpolate(flat.float(), size=(height, width), mode="bilinear", align_corners=False)
+        out["masks"] = flat[:, 0] if masks.dim() == 3 else flat
+    elif "masks" in out:
+        out["masks"] = out["masks"].new_zeros((0, *out["masks"].shape[1:-2], height, width))
+    if "semantic" in out:
+        out["semantic"] = F.interpolate(out["semantic"][None, None].float(), size=(height, width),
+                                        mode="nearest")[0, 0].to(out["semantic"].dtype)
+    return out

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
+from .. import crowd, ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import build_backbone
@@ -172,16 +172,20 @@ def encode_targets(targets: list[dict], num_classes: int, map_size: tuple[int, i
 
 
 # ----------------------------------------------------------------------------- the loss
-def focal_loss(logits: Tensor, heatmap: Tensor, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
+def focal_loss(logits: Tensor, heatmap: Tensor, alpha: float = 2.0, beta: float = 4.0,
+               ignore: Tensor | None = None) -> Tensor:
     """CenterNet's penalty-reduced pixel-wise focal loss, summed and divided by the number of
     centres (cells where ``heatmap`` is 1; at least 1). logits, heatmap Tensor[B, C, h, w]:
         centre:    -(1 - p)^α log p
         elsewhere: -(1 - y)^β p^α log(1 - p)   (near a centre, y close to 1, costs little)
-    computed from logits with logsigmoid (no log of 0)."""
+    computed from logits with logsigmoid (no log of 0). ``ignore`` bool Tensor[B, h, w]: cells
+    whose "elsewhere" term is left out (inside a crowd region, :mod:`lessons_pkg.crowd`)."""
     p = logits.sigmoid()
     is_centre = heatmap.eq(1).float()
     pos = -((1 - p) ** alpha) * F.logsigmoid(logits) * is_centre
     neg = -((1 - heatmap) ** beta) * (p ** alpha) * F.logsigmoid(-logits) * (1 - is_centre)
+    if ignore is not None:
+        neg = neg * (~ignore[:, None]).to(neg.dtype)
     return (pos.sum() + neg.sum()) / is_centre.sum().clamp(min=1)
 
 
@@ -195,7 +199,7 @@ def centernet_loss(outputs: dict[str, Tensor], encoded: dict[str, Tensor],
     count = weight.sum().clamp(min=1)
     size = (F.l1_loss(outputs["size"], encoded["size"], reduction="none") * weight).sum() / count
     offset = (F.l1_loss(outputs["offset"], encoded["offset"], reduction="none") * weight).sum() / count
-    return {"loss_heatmap": focal_loss(outputs["heatmap"], encoded["heatmap"], c.alpha, c.beta),
+    return {"loss_heatmap": focal_loss(outputs["heatmap"], encoded["heatmap"], c.alpha, c.beta, encoded.get("ignore")),
             "loss_size": c.size_weight * size, "loss_offset": c.offset_weight * offset}
 
 
@@ -311,5 +315,9 @@ class CenterNet(nn.Module):
         if self.training:
             encoded = encode_targets(targets, self.num_classes, tuple(outputs["heatmap"].shape[-2:]),
                                      self.config.min_overlap, self.config.regression)
+            in_crowd = crowd.cells_inside_crowd(targets, tuple(outputs["heatmap"].shape[-2:]),
+                                                tuple(images.shape[-2:]))
+            if in_crowd is not None:   # no "no centre here" inside a crowd region
+                encoded["ignore"] = in_crowd
             return centernet_loss(outputs, encoded, self.config)
         return decode(outputs, tuple(images.shape[-2:]), self.config)

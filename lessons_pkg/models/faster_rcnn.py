@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .. import anchors as anchor_ops
 from .. import boxes as box_ops
-from .. import matching, ops
+from .. import crowd, matching, ops
 from ..batching import any_size
 from ..inputs import check_detection_targets, prepare_batch
 from . import rcnn
@@ -187,7 +187,8 @@ class RegionProposalNetwork(nn.Module):
         return out_boxes, out_scores
 
     # ------------------------------------------------------------------ loss
-    def loss(self, objectness: Tensor, deltas: Tensor, anchors: Tensor, targets: list[dict]
+    def loss(self, objectness: Tensor, deltas: Tensor, anchors: Tensor, targets: list[dict],
+             image_size: tuple[int, int] | None = None
              ) -> dict[str, Tensor]:
         """The RPN's losses over the anchors sampled in every image (step 4).
 
@@ -205,6 +206,8 @@ class RegionProposalNetwork(nn.Module):
         for i, t in enumerate(targets):
             gt = t["boxes"].to(anchors)
             matches = matching.match_boxes(box_ops.box_iou(gt, anchors), c.fg_iou, c.bg_iou, c.allow_low_quality)
+            matches = crowd.ignore_in_crowd(matches, anchors, t.get("crowd_boxes"), matching.NEGATIVE,
+                                            matching.IGNORED, image_size)
             pos, neg = matching.sample_balanced(matches, c.batch_size_per_image, c.positive_fraction,
                                                 self.generator)
             positives.append(pos + i * n)                    # indices into the flattened batch
@@ -252,7 +255,7 @@ class RegionProposalNetwork(nn.Module):
         anchors = self.anchors((h, w), features.device)
         objectness, deltas = flatten_head_outputs(*self.head(features))
         proposals, _ = self.propose(objectness, deltas, anchors, tuple(image_size))
-        losses = self.loss(objectness, deltas, anchors, targets) if self.training else {}
+        losses = self.loss(objectness, deltas, anchors, targets, image_size) if self.training else {}
         return proposals, losses
 
 

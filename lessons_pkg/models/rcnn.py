@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import boxes as box_ops
-from .. import matching, ops
+from .. import crowd, matching, ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from . import proposals as proposal_methods
@@ -116,8 +116,11 @@ def fastrcnn_loss(class_logits: Tensor, box_deltas: Tensor, labels: Tensor,
     Returns:
         {"loss_cls": cross-entropy (mean over K), "loss_box": smooth L1 (beta 1/9) of the true
         class's four deltas, summed over the positives and divided by K (torchvision's
-        normalization, so an image without objects has a box loss of exactly 0)}.
+        normalization, so an image without objects has a box loss of exactly 0)}. With K = 0
+        (every proposal inside a crowd region, :mod:`lessons_pkg.crowd`) both are 0, in the graph.
     """
+    if labels.numel() == 0:
+        return {"loss_cls": class_logits.sum() * 0, "loss_box": box_deltas.sum() * 0}
     loss_cls = F.cross_entropy(class_logits, labels)
     positive = torch.nonzero(labels > 0).flatten()
     deltas = box_deltas.view(len(box_deltas), -1, 4)[positive, labels[positive]]
@@ -215,6 +218,8 @@ class RoIHeads(nn.Module):
             if self.add_gt_as_proposals:
                 props = torch.cat([props, gt.to(props.dtype)])
             matches = matching.match_boxes(box_ops.box_iou(gt, props), self.fg_iou, self.bg_iou)
+            matches = crowd.ignore_in_crowd(matches, props, target.get("crowd_boxes"), matching.NEGATIVE,
+                                            matching.IGNORED)
             pos, neg = matching.sample_balanced(matches, self.batch_size_per_image, self.positive_fraction,
                                                 self.generator)
             keep = torch.cat([pos, neg])

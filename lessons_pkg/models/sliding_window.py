@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import boxes as box_ops
-from .. import ops
+from .. import crowd, ops
 from ..batching import any_size
 from ..inputs import check_images, prepare_batch
 from .configs import check_num_classes, resolve_config
@@ -300,6 +300,8 @@ def sample_windows(target: dict, image_size: tuple[int, int], window_range: tupl
         best_iou, best = box_ops.box_iou(windows, gt).max(dim=1)
         window_labels = torch.where(best_iou >= fg_iou, labels[best], window_labels)
         window_labels[(best_iou >= bg_iou) & (best_iou < fg_iou)] = -1
+    # a background window inside a crowd region is left out too (never hard background)
+    window_labels[(window_labels == 0) & crowd.inside_crowd(windows, target.get("crowd_boxes"))] = -1
     return windows, window_labels
 
 
@@ -379,6 +381,8 @@ class SlidingWindowDetector(nn.Module):
             windows = [wb for wb, _ in sampled]
             labels = torch.cat([lb for _, lb in sampled])
             logits = self.classifier(crop_windows(images, windows))
+            if not bool((labels >= 0).any()):   # every window ignored (a crowd region): nothing to learn
+                return {"loss_cls": logits.sum() * 0}
             return {"loss_cls": F.cross_entropy(logits, labels, ignore_index=-1)}
         return [sliding_window_detect(image, self.classifier, c.window_sizes, c.stride, c.method, c.score_threshold,
                                       c.nms_threshold, c.detections_per_image)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from .. import anchors as anchor_ops
 from .. import boxes as box_ops
-from .. import ops
+from .. import crowd, ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from ..matching import NEGATIVE
@@ -173,16 +173,19 @@ def _check_head_outputs(class_logits: Tensor, box_deltas: Tensor, default_boxes:
 
 
 def ssd_loss(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, targets: list[dict],
-             config: SSDConfig | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+             config: SSDConfig | None = None, generator: torch.Generator | None = None,
+             image_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
     """SSD's multibox loss over a batch.
 
     Args:
         class_logits (Tensor[B, D, C + 1]); box_deltas (Tensor[B, D, 4]) (encoded with
             weights (10, 10, 5, 5)); default_boxes (Tensor[D, 4]).
         targets: one dict per image with "boxes" Tensor[G, 4] and "labels" int64 Tensor[G]
-            in 1..C (G = 0 allowed).
+            in 1..C (G = 0 allowed), and optionally "crowd_boxes" Tensor[K, 4]: background
+            boxes inside a crowd region are left out of the loss (:mod:`lessons_pkg.crowd`).
         config: ``iou_threshold``, ``negatives``, ``neg_pos_ratio``, ``min_negatives``, ``focal_*``.
         generator: draws the "random" negatives (on its own device); the global RNG when None.
+        image_size: (H, W), to clip the default boxes when judging whether one lies in a crowd region.
     Returns:
         {"loss_box": smooth L1 (beta 1) of the positives' deltas, summed,
          "loss_cls": the classification term below, summed},
@@ -206,10 +209,12 @@ def ssd_loss(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, ta
         raise ValueError(f"targets must be a list of {b} dicts (one per image), got "
                          f"{len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__}")
     default_boxes = default_boxes.to(box_deltas)
-    labels, regression = [], []
+    labels, regression, in_crowd = [], [], []
     for t in targets:                     # a loop over images: G differs from image to image
         gt = t["boxes"].to(default_boxes)
         matches = match_default_boxes(gt, default_boxes, config.iou_threshold)
+        in_crowd.append(crowd.inside_crowd(default_boxes, t.get("crowd_boxes"), image_size=image_size).to(class_logits.device)
+                        & (matches < 0))
         if len(gt) == 0:
             labels.append(torch.zeros(d, dtype=torch.int64, device=class_logits.device))
             regression.append(torch.zeros_like(default_boxes))
@@ -220,6 +225,7 @@ def ssd_loss(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, ta
         regression.append(box_ops.encode_boxes(gt[index], default_boxes, BOX_WEIGHTS))
     labels, regression = torch.stack(labels), torch.stack(regression)            # [B, D], [B, D, 4]
     positive = labels > 0
+    ignored = torch.stack(in_crowd)       # [B, D]: background inside a crowd region, left out
     num_positive = positive.sum(dim=1)                                            # [B]
     normalizer = num_positive.sum().clamp(min=1).to(box_deltas.dtype)            # a tensor: no sync
 
@@ -233,17 +239,18 @@ def ssd_loss(class_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, ta
             alpha = torch.ones_like(ce)
         else:
             alpha = torch.where(positive, config.focal_alpha, 1.0 - config.focal_alpha).to(ce.dtype)
-        loss_cls = (alpha * (1 - p_true).clamp(min=0) ** config.focal_gamma * ce).sum() / normalizer
+        focal = alpha * (1 - p_true).clamp(min=0) ** config.focal_gamma * ce
+        loss_cls = torch.where(ignored, torch.zeros_like(focal), focal).sum() / normalizer
         return {"loss_box": loss_box, "loss_cls": loss_cls}
     if config.negatives == "hard":
         keys = ce.detach()
     else:
         device = generator.device if generator is not None else ce.device
         keys = torch.rand((b, d), generator=generator, device=device).to(ce.device)
-    keys = keys.masked_fill(positive, -float("inf"))                              # positives rank last
+    keys = keys.masked_fill(positive | ignored, -float("inf"))                    # never drawn as negatives
     rank = keys.argsort(dim=1, descending=True).argsort(dim=1)                    # 0 = first chosen
     num_negative = (config.neg_pos_ratio * num_positive).clamp(min=config.min_negatives)
-    negative = (rank < num_negative[:, None]) & ~positive
+    negative = (rank < num_negative[:, None]) & ~positive & ~ignored
     loss_cls = torch.where(positive | negative, ce, torch.zeros_like(ce)).sum() / normalizer
     return {"loss_box": loss_box, "loss_cls": loss_cls}
 
@@ -426,5 +433,5 @@ class SSD(nn.Module):
         class_logits, box_deltas = self.head(self.features(images))
         if self.training:
             generator = self.generator(images.device) if self.config.negatives == "random" else None
-            return ssd_loss(class_logits, box_deltas, default_boxes, targets, self.config, generator)
+            return ssd_loss(class_logits, box_deltas, default_boxes, targets, self.config, generator, image_size)
         return postprocess(class_logits, box_deltas, default_boxes, image_size, self.config)

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import boxes as box_ops
-from .. import ops
+from .. import crowd, ops
 from ..batching import any_size
 from ..inputs import prepare_batch
 from .backbone import build_backbone
@@ -285,7 +285,9 @@ def yolo_loss(raw: Tensor, encoded: dict[str, Tensor], image_size: tuple[int, in
     Without objects, loss_box, loss_obj and loss_cls are exactly 0 (and still in the graph).
 
     Args:
-        raw (Tensor[B, S_h, S_w, K * 5 + C]); encoded: :func:`encode_targets` of the batch.
+        raw (Tensor[B, S_h, S_w, K * 5 + C]); encoded: :func:`encode_targets` of the batch,
+            optionally with "ignore" bool[B, S_h, S_w]: cells left out of loss_noobj (inside a
+            crowd region, :mod:`lessons_pkg.crowd`).
         image_size: (H, W).  config: λ_coord, λ_noobj and K.
     Returns:
         {"loss_box", "loss_obj", "loss_noobj", "loss_cls"}, scalars.
@@ -307,9 +309,12 @@ def yolo_loss(raw: Tensor, encoded: dict[str, Tensor], image_size: tuple[int, in
     classes = torch.arange(probs.shape[-1], device=raw.device)
     one_hot = (encoded["classes"][..., None] == classes).to(raw.dtype)
     batch = raw.shape[0]
+    noobj = 1 - resp
+    if "ignore" in encoded:    # cells inside a crowd region: not told they are empty
+        noobj = noobj * (~encoded["ignore"][..., None]).to(raw.dtype)
     return {"loss_box": c.lambda_coord * (resp * coord).sum() / batch,
             "loss_obj": (resp * (conf - iou) ** 2).sum() / batch,
-            "loss_noobj": c.lambda_noobj * ((1 - resp) * conf ** 2).sum() / batch,
+            "loss_noobj": c.lambda_noobj * (noobj * conf ** 2).sum() / batch,
             "loss_cls": (mask[..., None] * (probs - one_hot) ** 2).sum() / batch}
 
 
@@ -354,4 +359,8 @@ class YOLO(nn.Module):
         raw = self.head(self.backbone(images))
         if not self.training:
             return postprocess(raw, image_size, self.config)
-        return yolo_loss(raw, encode_targets(targets, tuple(raw.shape[1:3]), image_size), image_size, self.config)
+        encoded = encode_targets(targets, tuple(raw.shape[1:3]), image_size)
+        in_crowd = crowd.cells_inside_crowd(targets, tuple(raw.shape[1:3]), image_size)
+        if in_crowd is not None:   # no "this cell is empty" inside a crowd region
+            encoded["ignore"] = in_crowd & ~encoded["mask"]
+        return yolo_loss(raw, encoded, image_size, self.config)
