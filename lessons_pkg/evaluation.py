@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from . import metrics, records
-from .data import make_split, to_original_size
+from .data import coco_results, make_split, to_original_size
 from .inputs import IGNORE_INDEX
 from .models import rcnn
 from .train import evaluate, make_loader
@@ -122,6 +122,33 @@ def score(model: nn.Module, dataset: Dataset, task: str, *, num_classes: int | N
         if "image_id" in t:
             p["image_id"] = t["image_id"]
     return block(task, preds, targets, num_classes)
+
+
+# ----------------------------------------------------------------------------- COCO's results files
+def results_paths(path: str | Path, task: str) -> dict[str, Path]:
+    """Where :func:`write_results` writes: {"bbox": path} and, for an instance model, {"segm":
+    path's name + "_segm"} (two files: see :func:`lessons_pkg.data.coco_results`)."""
+    path = Path(path)
+    if task not in ("detection", "instance"):
+        raise ValueError(f"COCO results files hold detections: a {task} model has none")
+    paths = {"bbox": path}
+    if task == "instance":
+        paths["segm"] = path.with_name(f"{path.stem}_segm{path.suffix or '.json'}")
+    return paths
+
+
+def write_results(predictions: list[dict], targets: list[dict], label_to_category_id: dict[int, int],
+                  path: str | Path, task: str, overwrite: bool = False) -> dict[str, Path]:
+    """Write the detections in COCO's results format (``COCO.loadRes`` reads them), in the
+    annotation file's frame, with its category ids: :func:`results_paths`. Each prediction
+    takes its image's ``image_id`` from its target. Refuses to replace a file unless
+    ``overwrite``. Returns the paths written, by iou type."""
+    paths = results_paths(path, task)
+    records.refuse_overwrite(paths.values(), overwrite, "pass --overwrite to replace it, or another --results")
+    with_ids = [{**p, "image_id": t["image_id"]} for p, t in zip(predictions, targets)]
+    for iou_type, file in paths.items():
+        records.write_json(file, coco_results(with_ids, label_to_category_id, iou_type))
+    return paths
 
 
 # ----------------------------------------------------------------------------- the records' images

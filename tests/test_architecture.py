@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lessons_pkg"
 # train.__main__, train.throughput, data.__main__) are entry points, listed apart.
 LAYERS = [
     ("primitives", ["lessons_pkg", "lessons_pkg.boxes", "lessons_pkg.ops", "lessons_pkg.anchors",
-                    "lessons_pkg.matching", "lessons_pkg.inputs", "lessons_pkg.batching", "lessons_pkg.metrics",
+                    "lessons_pkg.matching", "lessons_pkg.crowd", "lessons_pkg.inputs", "lessons_pkg.batching", "lessons_pkg.metrics",
                     "lessons_pkg.upsampling", "lessons_pkg.data", "lessons_pkg.train", "lessons_pkg.viz",
                     "lessons_pkg.interactive", "lessons_pkg.records", "lessons_pkg.cli"]),
     ("backbone", ["lessons_pkg.models", "lessons_pkg.models.backbone", "lessons_pkg.models.configs"]),
@@ -32,7 +32,7 @@ LAYERS = [
                     "lessons_pkg.detector_speed", "lessons_pkg.bench", "lessons_pkg.exercises"]),
     ("commands", ["lessons_pkg.commands"]),
 ]
-ENTRY_POINTS = {"lessons_pkg.checkpoints", "lessons_pkg.pretrain", "lessons_pkg.figures",
+ENTRY_POINTS = {"lessons_pkg.checkpoints", "lessons_pkg.pretrain", "lessons_pkg.figures", "lessons_pkg.evaluate",
                 "lessons_pkg.train.__main__", "lessons_pkg.train.throughput", "lessons_pkg.data.__main__"}
 
 
@@ -165,7 +165,7 @@ def test_a_circle_is_found():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["checkpoints", "train", "pretrain", "ablations", "detector_speed", "bench",
+@pytest.mark.parametrize("name", ["checkpoints", "train", "evaluate", "pretrain", "ablations", "detector_speed", "bench",
                                   "train.throughput", "data"])
 def test_every_old_command_name_still_runs_its_command(name):
     """``python -m lessons_pkg.NAME --help``, as the README and the book write it, reaches the

@@ -190,3 +190,22 @@ def test_transforms_apply_to_coco_samples(exported):
     flipped = data.CocoDataset(exported, transforms=v2.RandomHorizontalFlip(p=1.0))
     (im, t), (fim, ft) = plain[0], flipped[0]
     assert torch.equal(fim, im.flip(-1)) and torch.equal(ft["masks"], t["masks"].flip(-1))
+
+
+def test_resized_images_keep_the_files_frame_and_predictions_come_back(shapes_coco):
+    """data.ResizedImages: the model sees the resized image, the target stays in the file's
+    pixels; to_original_size maps a prediction made at the model's size back to them."""
+    import torch.nn.functional as F
+    coco = data.CocoDataset(shapes_coco)
+    image, target = data.ResizedImages(coco, 64)[0]
+    original_image, original = coco[0]
+    assert image.shape[-2:] == (64, 64) and target["orig_size"] == (128, 128) and target["size"] == (64, 64)
+    torch.testing.assert_close(target["boxes"], original["boxes"])
+    assert torch.equal(target["masks"], original["masks"])
+    at_model_size = {"boxes": original["boxes"] / 2, "labels": original["labels"],
+                     "masks": F.interpolate(original["masks"][:, None].float(), size=(64, 64))[:, 0]}
+    back = data.to_original_size(at_model_size, (64, 64), (128, 128))
+    torch.testing.assert_close(back["boxes"], original["boxes"])
+    assert back["masks"].shape == original["masks"].shape
+    agreement = ((back["masks"] > 0.5) == original["masks"].bool()).float().mean()
+    assert agreement > 0.98

@@ -7,6 +7,7 @@ the experiment layer: :mod:`lessons_pkg.recipes`, :mod:`lessons_pkg.evaluation`,
 
     python -m lessons_pkg.checkpoints NAME      -> commands/checkpoints.py
     python -m lessons_pkg.train NAME --out DIR  -> commands/train.py
+    python -m lessons_pkg.evaluate NAME ...     -> commands/evaluate.py
     python -m lessons_pkg.pretrain              -> commands/pretrain.py
     python -m lessons_pkg.ablations NAME        -> commands/ablations.py
     python -m lessons_pkg.detector_speed        -> commands/detector_speed.py

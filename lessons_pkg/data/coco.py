@@ -516,7 +516,7 @@ class SemanticTargets(Dataset):
         if "masks" not in target:
             raise ValueError(f"sample {index} has no 'masks': semantic targets are made from instance masks")
         masks, labels = target["masks"], target["labels"]
-        semantic = torch.zeros(image.shape[-2:], dtype=torch.int64)
+        semantic = torch.zeros(masks.shape[-2:], dtype=torch.int64)   # the masks' frame (data.ResizedImages)
         for mask, label in zip(masks, labels):
             semantic[mask.bool()] = int(label)
         return image, {**target, "semantic": semantic}
