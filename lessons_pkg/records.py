@@ -33,6 +33,19 @@ def cast_state(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor
     return {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()) for k, v in state.items()}
 
 
+def why_unreadable(error: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in the course's words. torch's own text
+    is never relayed: it advises loading the file again with ``weights_only`` off, which on a
+    file from elsewhere runs whatever code it holds."""
+    text = str(error)
+    if "Weights only load failed" in text or type(error).__name__ == "UnpicklingError":
+        return ("it holds Python objects besides tensors, or is not a torch file at all (refused unread: "
+                "loading such objects can run code)")
+    if "zip archive" in text or isinstance(error, EOFError):
+        return "it is truncated or not a torch file (its archive cannot be read)"
+    return f"torch could not read it ({type(error).__name__})"
+
+
 def load_weights(path: str | Path, map_location="cpu") -> dict[str, Tensor]:
     """A state_dict read with ``weights_only=True`` (tensors only: no pickled code runs).
 
@@ -43,13 +56,13 @@ def load_weights(path: str | Path, map_location="cpu") -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the checkpoint file is empty (an interrupted save?); make it again")
+        raise ValueError(f"{path}: the checkpoint file is empty (an interrupted save?); make it again with the "
+                         "command in its record (the .json beside it)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # UnpicklingError, RuntimeError, EOFError...: torch's text suggests weights_only=False
-        reason = str(error).split("\n")[0][:200]
-        raise ValueError(f"{path}: not a readable checkpoint of weights ({type(error).__name__}: {reason}); "
-                         "it is corrupt, truncated or holds more than tensors, and is not loaded") from None
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError...
+        raise ValueError(f"{path}: not a readable checkpoint of weights: {why_unreadable(error)}; it is not "
+                         "loaded. Make it again with the command in its record (the .json beside it)") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
         raise ValueError(f"{path}: expected a state_dict (names -> tensors), got {type(state).__name__}")
     return state

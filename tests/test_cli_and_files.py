@@ -58,10 +58,14 @@ def weights(tmp_path):
     return path
 
 
+# torch's own words when weights_only refuses a file: advice to turn it off, never to be relayed
+TORCH_ADVICE = ("weights_only", "can still be loaded", "trust the source")
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "the checkpoint file is empty"),
-    (b"not a zip file at all", "not a readable checkpoint of weights"),
-    (None, "not a readable checkpoint of weights"),      # truncated
+    (b"not a zip file at all", "not a torch file"),
+    (None, "truncated"),
 ])
 def test_corrupt_weights_are_named_without_advising_weights_only_false(weights, content, message):
     if content is None:
@@ -69,7 +73,8 @@ def test_corrupt_weights_are_named_without_advising_weights_only_false(weights, 
     weights.write_bytes(content)
     with pytest.raises(ValueError, match=message) as info:
         records.load_weights(weights)
-    assert str(weights) in str(info.value) and "weights_only=False" not in str(info.value)
+    assert str(weights) in str(info.value) and "command in its record" in str(info.value)
+    assert not any(words in str(info.value) for words in TORCH_ADVICE), str(info.value)
 
 
 def test_a_pickled_object_is_refused_not_run(weights):
@@ -77,9 +82,9 @@ def test_a_pickled_object_is_refused_not_run(weights):
         def __reduce__(self):
             return (print, ("pwned",))
     torch.save({"w": Evil()}, weights)
-    with pytest.raises(ValueError, match="not a readable checkpoint") as info:
+    with pytest.raises(ValueError, match="Python objects besides tensors") as info:
         records.load_weights(weights)
-    assert "weights_only=False" not in str(info.value)
+    assert not any(words in str(info.value) for words in TORCH_ADVICE), str(info.value)
     torch.save([torch.ones(1)], weights)
     with pytest.raises(ValueError, match="expected a state_dict"):
         records.load_weights(weights)
