@@ -1,6 +1,6 @@
-"""Evaluation metrics, all in one module: COCO mAP and VOC AP for detection, confusion matrix
-and mIoU for semantic segmentation, accuracy and IoU for classification & localization, and the
-speed/accuracy Pareto front of a set of detectors.
+"""Evaluation metrics, all in one module: COCO mAP and VOC AP for detection, the recall of
+ranked region proposals, confusion matrix and mIoU for semantic segmentation, accuracy and IoU
+for classification & localization, and the speed/accuracy Pareto front of a set of detectors.
 
 Shape key:
     I: images              N: ground-truth objects (gts)      M: detections (dets)
@@ -549,6 +549,50 @@ def segmentation_metrics(predictions: list[dict], targets: list[dict], num_class
     for p, t in zip(predictions, targets):
         meter.update(p["semantic"].cpu(), t["semantic"].cpu())
     return meter.compute()
+
+
+# ============================================================================ proposals
+def proposal_recall(proposals: list[Tensor], gt_boxes: list[Tensor], iou_thresholds=(0.5, 0.7),
+                    counts=(10, 30, 100, 300, None)) -> dict:
+    """Recall of ranked proposals (selective search, sliding windows, an RPN, ...).
+
+    For each count k and IoU threshold t: the fraction of all ground-truth boxes (over every
+    image) that at least one of their image's top-k proposals overlaps with IoU >= t.
+
+    Args:
+        proposals (list of Tensor[K_i, 4]): per image, xyxy, best first.
+        gt_boxes (list of Tensor[G_i, 4]): per image, xyxy.
+        iou_thresholds: values in (0, 1].
+        counts: positive ints; None stands for all proposals (the largest K_i).
+    Returns:
+        {"counts": int64 Tensor[N], "recall": {t: float32 Tensor[N] for each t}, "num_gt": int};
+        recall is NaN when there is no ground-truth box at all.
+    """
+    if len(proposals) != len(gt_boxes):
+        raise ValueError(f"got proposals for {len(proposals)} images and ground truth for {len(gt_boxes)}")
+    for p, g in zip(proposals, gt_boxes):
+        box_ops.check_boxes(p, "proposals", ndim=2)
+        box_ops.check_boxes(g, "gt_boxes", ndim=2)
+    if not iou_thresholds or any(not 0 < t <= 1 for t in iou_thresholds):
+        raise ValueError(f"iou_thresholds must be in (0, 1], got {iou_thresholds}")
+    most = max((len(p) for p in proposals), default=0)
+    if not counts or any(c is not None and (int(c) != c or c < 1) for c in counts):
+        raise ValueError(f"counts must be positive ints or None, got {counts}")
+    ks = torch.tensor([most if c is None else int(c) for c in counts], dtype=torch.int64)
+    thresholds = torch.tensor([float(t) for t in iou_thresholds])
+    covered = torch.zeros(len(thresholds), len(ks))
+    num_gt = 0
+    for p, g in zip(proposals, gt_boxes):
+        num_gt += len(g)
+        if len(g) == 0 or len(p) == 0:
+            continue
+        iou = box_ops.box_iou(g.float().cpu(), p.float().cpu())  # [G, K]
+        hit = iou[None] >= thresholds[:, None, None]  # [T, G, K]
+        never = torch.tensor(int(ks.max()) + 1)  # beyond every k: no proposal reaches t
+        first = torch.where(hit.any(2), hit.to(torch.uint8).argmax(2), never)  # [T, G]
+        covered += (first[..., None] < ks).sum(1)  # first hit within the top k
+    recall = covered / num_gt if num_gt else torch.full_like(covered, float("nan"))
+    return {"counts": ks, "recall": {t: recall[n] for n, t in enumerate(iou_thresholds)}, "num_gt": num_gt}
 
 
 # ============================================================================ localization

@@ -1,5 +1,5 @@
-"""Tests of lessons_pkg.metrics: COCO mAP against pycocotools' COCOeval, VOC AP and the
-segmentation metrics against slow loop references written here."""
+"""Tests of lessons_pkg.metrics: COCO mAP against pycocotools' COCOeval, VOC AP, the
+segmentation metrics and proposal recall against slow loop references written here."""
 import contextlib
 import io
 
@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lessons_pkg import metrics
+from lessons_pkg.boxes import box_iou
 
 
 # ---------------------------------------------------------------- random scenes
@@ -536,3 +537,48 @@ def test_multilabel_accuracy_on_known_decisions():
     assert scores == {"exact_match": 0.5, "mean_label_accuracy": pytest.approx(5 / 6)}
     with pytest.raises(ValueError, match=r"\[N, C\]"):
         metrics.multilabel_accuracy(logits, targets[:1])
+
+
+# ---------------------------------------------------------------- proposal recall
+def test_proposal_recall_hand_cases():
+    gt = [torch.tensor([[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 60.0, 70.0]]), torch.zeros(0, 4)]
+    exact = [torch.tensor([[0.0, 0.0, 5.0, 5.0], [10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 60.0, 70.0]]),
+             torch.tensor([[1.0, 1.0, 2.0, 2.0]])]
+    r = metrics.proposal_recall(exact, gt, counts=(1, 2, 3, None))
+    assert r["counts"].tolist() == [1, 2, 3, 3] and r["num_gt"] == 2
+    assert r["recall"][0.5].tolist() == [0.0, 0.5, 1.0, 1.0]
+    # shifted by 5 pixels: IoU 15 * 20 / (2 * 400 - 300) = 0.6 -> found at 0.5, not at 0.7
+    shifted = [torch.tensor([[15.0, 10.0, 35.0, 30.0]]), torch.zeros(0, 4)]
+    r = metrics.proposal_recall(shifted, gt[:1] + gt[1:], counts=(1, 100))
+    assert r["recall"][0.5].tolist() == [0.5, 0.5] and r["recall"][0.7].tolist() == [0.0, 0.0]
+    # no ground truth at all: recall is undefined
+    r = metrics.proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)])
+    assert torch.isnan(r["recall"][0.5]).all()
+
+
+def test_proposal_recall_equals_a_loop_reference():
+    gen = torch.Generator().manual_seed(0)
+
+    def rand_boxes(n):
+        xy = torch.rand(n, 2, generator=gen) * 50
+        return torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=gen) * 30], 1)
+    props = [rand_boxes(40), rand_boxes(7), rand_boxes(0)]
+    gts = [rand_boxes(5), rand_boxes(3), rand_boxes(2)]
+    counts, thresholds = (1, 5, 20, None), (0.3, 0.5)
+    r = metrics.proposal_recall(props, gts, thresholds, counts)
+    for t in thresholds:
+        for n, k in enumerate(r["counts"].tolist()):
+            hits = sum(bool(len(p) and (box_iou(g[None], p[:k]) >= t).any())
+                       for p, gg in zip(props, gts) for g in gg)
+            assert r["recall"][t][n].item() == pytest.approx(hits / 10)
+
+
+def test_bad_proposal_recall_input_names_the_problem():
+    with pytest.raises(ValueError, match="images"):
+        metrics.proposal_recall([torch.zeros(0, 4)], [])
+    with pytest.raises(ValueError, match="iou_thresholds"):
+        metrics.proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)], iou_thresholds=(0.0,))
+    with pytest.raises(ValueError, match="counts"):
+        metrics.proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)], counts=(0,))
+    with pytest.raises(ValueError, match="proposals"):
+        metrics.proposal_recall([torch.zeros(3)], [torch.zeros(0, 4)])

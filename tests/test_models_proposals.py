@@ -1,10 +1,11 @@
 """Tests of lessons_pkg.models.proposals: selective search's similarities, grouping, ranking,
-proposals on easy and shapes images, proposal recall, bad input."""
+proposals on easy and shapes images (their recall by metrics.proposal_recall), bad input.
+proposal_recall itself is tested in test_metrics.py."""
 import numpy as np
 import pytest
 import torch
 
-from lessons_pkg import boxes, data
+from lessons_pkg import data, metrics
 from lessons_pkg.models import proposals as P
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -180,53 +181,19 @@ def test_single_square_is_found_with_few_proposals():
     check_proposals(b, priority, 64, 64)
     for seed in range(3):
         b, _ = P.selective_search(square_image(), seed=seed)
-        r = P.proposal_recall([b], [SQUARE_BOX], iou_thresholds=(0.7,), counts=(10,))
+        r = metrics.proposal_recall([b], [SQUARE_BOX], iou_thresholds=(0.7,), counts=(10,))
         assert r["recall"][0.7].item() == 1.0
 
 
 def test_recall_on_shapes_images(shapes):
     props = [P.selective_search(image)[0] for image, _ in shapes]
-    r = P.proposal_recall(props, [t["boxes"] for _, t in shapes], counts=(30, 100, None))
+    r = metrics.proposal_recall(props, [t["boxes"] for _, t in shapes], counts=(30, 100, None))
     assert r["num_gt"] == sum(len(t["boxes"]) for _, t in shapes)
     # measured on these 8 images (32 boxes), top 30 / 100 / all (717 at most):
     # 0.875 / 1.0 / 1.0 at IoU 0.5 and 0.781 / 1.0 / 1.0 at IoU 0.7
     assert r["recall"][0.5][1] >= 0.9 and r["recall"][0.5][2] >= 0.95
     assert r["recall"][0.7][1] >= 0.8 and r["recall"][0.7][2] >= 0.9
     assert (r["recall"][0.5] >= r["recall"][0.7]).all()
-
-
-# ----------------------------------------------------------------------------- recall
-def test_proposal_recall_hand_cases():
-    gt = [torch.tensor([[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 60.0, 70.0]]), torch.zeros(0, 4)]
-    exact = [torch.tensor([[0.0, 0.0, 5.0, 5.0], [10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 60.0, 70.0]]),
-             torch.tensor([[1.0, 1.0, 2.0, 2.0]])]
-    r = P.proposal_recall(exact, gt, counts=(1, 2, 3, None))
-    assert r["counts"].tolist() == [1, 2, 3, 3] and r["num_gt"] == 2
-    assert r["recall"][0.5].tolist() == [0.0, 0.5, 1.0, 1.0]
-    # shifted by 5 pixels: IoU 15 * 20 / (2 * 400 - 300) = 0.6 -> found at 0.5, not at 0.7
-    shifted = [torch.tensor([[15.0, 10.0, 35.0, 30.0]]), torch.zeros(0, 4)]
-    r = P.proposal_recall(shifted, gt[:1] + gt[1:], counts=(1, 100))
-    assert r["recall"][0.5].tolist() == [0.5, 0.5] and r["recall"][0.7].tolist() == [0.0, 0.0]
-    # no ground truth at all: recall is undefined
-    r = P.proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)])
-    assert torch.isnan(r["recall"][0.5]).all()
-
-
-def test_proposal_recall_equals_a_loop_reference():
-    gen = torch.Generator().manual_seed(0)
-
-    def rand_boxes(n):
-        xy = torch.rand(n, 2, generator=gen) * 50
-        return torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=gen) * 30], 1)
-    props = [rand_boxes(40), rand_boxes(7), rand_boxes(0)]
-    gts = [rand_boxes(5), rand_boxes(3), rand_boxes(2)]
-    counts, thresholds = (1, 5, 20, None), (0.3, 0.5)
-    r = P.proposal_recall(props, gts, thresholds, counts)
-    for t in thresholds:
-        for n, k in enumerate(r["counts"].tolist()):
-            hits = sum(bool(len(p) and (boxes.box_iou(g[None], p[:k]) >= t).any())
-                       for p, gg in zip(props, gts) for g in gg)
-            assert r["recall"][t][n].item() == pytest.approx(hits / 10)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -263,7 +230,7 @@ def test_bad_config_raises(kwargs, match):
         P.SelectiveSearchConfig(**kwargs)
 
 
-def test_bad_grouping_and_recall_input_raises():
+def test_bad_grouping_input_raises():
     segments = grid_segments()
     f = P.region_features(segments, np.zeros(segments.shape + (3,), np.float32))
     with pytest.raises(ValueError, match="similarity"):
@@ -276,11 +243,3 @@ def test_bad_grouping_and_recall_input_raises():
         P.region_features(segments, np.zeros(segments.shape + (3,), np.uint8))
     with pytest.raises(ValueError, match="segments' size"):
         P.region_features(segments, np.zeros((4, 4, 3), np.float32))
-    with pytest.raises(ValueError, match="images"):
-        P.proposal_recall([torch.zeros(0, 4)], [])
-    with pytest.raises(ValueError, match="iou_thresholds"):
-        P.proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)], iou_thresholds=(0.0,))
-    with pytest.raises(ValueError, match="counts"):
-        P.proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)], counts=(0,))
-    with pytest.raises(ValueError, match="proposals"):
-        P.proposal_recall([torch.zeros(3)], [torch.zeros(0, 4)])

@@ -1,4 +1,4 @@
-"""Region proposals by selective search (Uijlings et al., IJCV 2013), and proposal recall.
+"""Region proposals by selective search (Uijlings et al., IJCV 2013).
 
 Instead of classifying every window (``sliding_window``), propose a few hundred boxes likely to
 hold an object. Selective search groups an over-segmentation bottom-up; every region the
@@ -33,7 +33,6 @@ from skimage import color
 from skimage.segmentation import felzenszwalb
 from torch import Tensor
 
-from .. import boxes as box_ops
 
 COLOUR_SPACES = ("rgb", "hsv", "lab")
 SIMILARITIES = ("colour", "texture", "size", "fill")
@@ -404,47 +403,3 @@ class SelectiveSearch:
 
     def __repr__(self) -> str:
         return f"SelectiveSearch({self.config}, seed={self.seed})"
-
-
-# ----------------------------------------------------------------------------- evaluation
-def proposal_recall(proposals: list[Tensor], gt_boxes: list[Tensor], iou_thresholds=(0.5, 0.7),
-                    counts=(10, 30, 100, 300, None)) -> dict:
-    """Recall of ranked proposals (selective search, sliding windows, an RPN, ...).
-
-    For each count k and IoU threshold t: the fraction of all ground-truth boxes (over every
-    image) that at least one of their image's top-k proposals overlaps with IoU >= t.
-
-    Args:
-        proposals (list of Tensor[K_i, 4]): per image, xyxy, best first.
-        gt_boxes (list of Tensor[G_i, 4]): per image, xyxy.
-        iou_thresholds: values in (0, 1].
-        counts: positive ints; None stands for all proposals (the largest K_i).
-    Returns:
-        {"counts": int64 Tensor[N], "recall": {t: float32 Tensor[N] for each t}, "num_gt": int};
-        recall is NaN when there is no ground-truth box at all.
-    """
-    if len(proposals) != len(gt_boxes):
-        raise ValueError(f"got proposals for {len(proposals)} images and ground truth for {len(gt_boxes)}")
-    for p, g in zip(proposals, gt_boxes):
-        box_ops.check_boxes(p, "proposals", ndim=2)
-        box_ops.check_boxes(g, "gt_boxes", ndim=2)
-    if not iou_thresholds or any(not 0 < t <= 1 for t in iou_thresholds):
-        raise ValueError(f"iou_thresholds must be in (0, 1], got {iou_thresholds}")
-    most = max((len(p) for p in proposals), default=0)
-    if not counts or any(c is not None and (int(c) != c or c < 1) for c in counts):
-        raise ValueError(f"counts must be positive ints or None, got {counts}")
-    ks = torch.tensor([most if c is None else int(c) for c in counts], dtype=torch.int64)
-    thresholds = torch.tensor([float(t) for t in iou_thresholds])
-    covered = torch.zeros(len(thresholds), len(ks))
-    num_gt = 0
-    for p, g in zip(proposals, gt_boxes):
-        num_gt += len(g)
-        if len(g) == 0 or len(p) == 0:
-            continue
-        iou = box_ops.box_iou(g.float().cpu(), p.float().cpu())  # [G, K]
-        hit = iou[None] >= thresholds[:, None, None]  # [T, G, K]
-        never = torch.tensor(int(ks.max()) + 1)  # beyond every k: no proposal reaches t
-        first = torch.where(hit.any(2), hit.to(torch.uint8).argmax(2), never)  # [T, G]
-        covered += (first[..., None] < ks).sum(1)  # first hit within the top k
-    recall = covered / num_gt if num_gt else torch.full_like(covered, float("nan"))
-    return {"counts": ks, "recall": {t: recall[n] for n, t in enumerate(iou_thresholds)}, "num_gt": num_gt}
