@@ -423,7 +423,12 @@ def roi_pool(input: Tensor, boxes: Tensor | list[Tensor], output_size,
     feats = input.detach().permute(0, 2, 3, 1).reshape(B * H * W, C).contiguous()
     has_nan = bool(torch.isnan(feats).any()) if feats.is_floating_point() else False
     lowest = -torch.finfo(torch.float32).max       # torchvision's initial max, also for float64
-    arg = torch.full((len(first), C), -1, dtype=torch.long, device=dev)
+    # Without a gradient to route (inference), the maxima themselves are kept, not their pixels.
+    track = input.requires_grad and torch.is_grad_enabled()
+    if track:
+        arg = torch.full((len(first), C), -1, dtype=torch.long, device=dev)
+    else:
+        out = torch.where((bin_h * bin_w == 0)[:, None], 0.0, lowest).to(dt).expand(-1, C).contiguous()
     # Bins of one window shape (h, w) are gathered into a Tensor[n, h * w, C] and reduced at
     # once; a handful of shapes occur. torch.max returns the first maximum, in row-major
     # window order, like the kernel's strict ">" scan.
@@ -441,15 +446,19 @@ def roi_pool(input: Tensor, boxes: Tensor | list[Tensor], output_size,
                 vals = feats.index_select(0, pos.reshape(-1)).view(len(chunk), h * w, C)
                 if has_nan:                            # the kernel's ">" never picks a NaN
                     vals = vals.masked_fill(vals.isnan(), -math.inf)
+                if not track:                          # below the initial max: the initial max
+                    out[chunk] = vals.amax(dim=1).clamp(min=lowest)
+                    continue
                 best, i = vals.max(dim=1)
                 # Only values above the kernel's initial max are ever picked.
                 arg[chunk] = torch.where(best > lowest, pos.gather(1, i), -1)
-    # Re-read the winners from the differentiable input: gather's backward adds the gradient
-    # to exactly those pixels.
-    src = input.permute(0, 2, 3, 1).reshape(B * H * W, C)
-    out = src.gather(0, arg.clamp(min=0))
-    fill = torch.where((bin_h * bin_w == 0)[:, None], 0.0, lowest).to(dt)
-    out = torch.where(arg >= 0, out, fill)
+    if track:
+        # Re-read the winners from the differentiable input: gather's backward adds the gradient
+        # to exactly those pixels.
+        src = input.permute(0, 2, 3, 1).reshape(B * H * W, C)
+        out = src.gather(0, arg.clamp(min=0))
+        fill = torch.where((bin_h * bin_w == 0)[:, None], 0.0, lowest).to(dt)
+        out = torch.where(arg >= 0, out, fill)
     return out.reshape(len(rois), ph, pw, C).permute(0, 3, 1, 2).contiguous()
 
 

@@ -199,8 +199,9 @@ def test_roi_align_matches_torchvision(dtype, aligned, sampling_ratio, output_si
 
 @pytest.mark.parametrize("output_size", [(7, 7), (3, 2), (1, 5)])
 @pytest.mark.parametrize("scale", [0.25, 0.5, 1.0])
-def test_roi_pool_matches_torchvision(output_size, scale, device):
-    x, rois = feature_map(device=device), random_rois(60, device=device)
+@pytest.mark.parametrize("grad", [False, True])   # two paths: with a gradient to route, and without
+def test_roi_pool_matches_torchvision(output_size, scale, grad, device):
+    x, rois = feature_map(device=device).requires_grad_(grad), random_rois(60, device=device)
     torch.testing.assert_close(ops.roi_pool(x, rois, output_size, scale),
                                torchvision.ops.roi_pool(x, rois, output_size, scale))
 
@@ -257,10 +258,12 @@ def test_roi_pool_gradient_matches_torchvision(constant, device):
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_roi_pool_ignores_nan_features_like_torchvision():
+@pytest.mark.parametrize("grad", [False, True])
+def test_roi_pool_ignores_nan_features_like_torchvision(grad):
     x = feature_map()
     x[0, :, 2:6, 3:9] = math.nan
     x[1, 1] = -math.inf
+    x.requires_grad_(grad)
     rois = random_rois(30)
     torch.testing.assert_close(ops.roi_pool(x, rois, 3, 0.5),
                                torchvision.ops.roi_pool(x, rois, 3, 0.5), equal_nan=True)

@@ -342,11 +342,14 @@ def _check_batch_images(inputs, step: int) -> None:
 
 @torch.no_grad()
 def predict(model: nn.Module, images, device: torch.device | str | None = None, **inputs) -> list[dict]:
-    """Eval-mode predictions for a batch (Tensor[B, 3, H, W] or a list), returned on the CPU.
-    ``inputs``: further keyword inputs of the model's forward (e.g. R-CNN's ``proposals``)."""
+    """Eval-mode predictions for a batch (Tensor[B, 3, H, W] or a list), returned on the CPU,
+    computed without gradients (nothing to learn from them; RoI pooling then skips the
+    bookkeeping of where each maximum came from). ``inputs``: further keyword inputs of the
+    model's forward (e.g. R-CNN's ``proposals``)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    return move_to(model(move_to(images, device), **move_to(inputs, device)), torch.device("cpu"))
+    with torch.no_grad():
+        return move_to(model(move_to(images, device), **move_to(inputs, device)), torch.device("cpu"))
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None,
