@@ -12,7 +12,9 @@ curve (:class:`QualityCurve`), evaluations every N steps, and a resumable ``last
 """
 from __future__ import annotations
 
+import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +92,9 @@ def make_train_loader(train_set: Dataset, batch_size: int, seed: int, context: C
 @dataclass(frozen=True)
 class Settings:
     """How one run trains and what it writes. ``steps`` ... ``seed``: the optimizer's budget
-    (AdamW, cosine schedule after a linear warm-up; ``batch_size`` per process).
+    (AdamW, cosine schedule after a linear warm-up; ``batch_size`` per process; ``lr`` the peak
+    rate of the whole step at any world size: DDP averages the processes' gradients, so a step of
+    W processes is one step on their W x ``batch_size`` images).
 
     ``out``: the checkpoint file (its record beside it), written in ``dtype``; None writes no file
     (the record is still returned). ``curve``: keep the time-to-quality curve (the ``"test"`` score
@@ -98,6 +102,8 @@ class Settings:
     ``save_every`` steps (None: none); ``resume`` continues from it; ``stop_after`` stops there
     (a job of a time-limited queue). ``eval_every``: score the ``"val"`` set every N steps too.
     ``render_first``: render (and propose) every training image before the clock starts.
+    ``lr_scaling``: how ``lr`` was derived from the recipe's (:func:`scaled_lr`), for the record;
+    None: ``lr`` as given, the learning rate of the whole step at any world size.
     """
 
     steps: int
@@ -118,6 +124,7 @@ class Settings:
     workers: int = 0
     progress: bool = True
     render_first: bool = False
+    lr_scaling: dict | None = None
 
     @classmethod
     def of(cls, recipe: Recipe, **changes) -> "Settings":
@@ -125,6 +132,31 @@ class Settings:
         recipe's value: the one place this is decided)."""
         base = {name: getattr(recipe, name) for name in ("steps", "batch_size", "lr", "warmup_steps", "seed")}
         return cls(**{**base, **{k: v for k, v in changes.items() if v is not None}})
+
+
+LR_SCALING_RULES = ("linear", "sqrt")
+
+
+def scaled_lr(rule: str, lr: float, effective_batch_size: int, reference_batch_size: int) -> tuple[float, dict]:
+    """The peak learning rate for a step of ``effective_batch_size`` images (per-process batch x
+    world size), from ``lr``, the rate for ``reference_batch_size`` images (the recipe's batch on
+    one process), with ``k`` = the ratio of the two batches:
+
+    - ``"linear"``: ``lr * k``, the rule of Goyal et al. 2017 ("Accurate, Large Minibatch SGD"),
+      derived and tested there for SGD with momentum, which needs its gradual warm-up;
+    - ``"sqrt"``: ``lr * sqrt(k)``, the rule argued for Adam-type optimizers (Malladi et al. 2022,
+      "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), as the recipes' AdamW is.
+
+    Either way the schedule keeps its linear warm-up (from ``lr / warmup_steps`` to the scaled
+    peak), the gradual warm-up of Goyal et al. in form. Returns the rate and what the record keeps
+    of its derivation.
+    """
+    if rule not in LR_SCALING_RULES:
+        raise ValueError(f"--scale-lr must be one of {', '.join(LR_SCALING_RULES)}, got {rule!r}")
+    k = effective_batch_size / reference_batch_size
+    factor = k if rule == "linear" else math.sqrt(k)
+    return lr * factor, {"rule": rule, "reference_lr": lr, "reference_batch_size": reference_batch_size,
+                         "factor": factor}
 
 
 class QualityCurve:
@@ -211,6 +243,30 @@ def load_last(path: Path, meta: dict) -> dict:
         if state["meta"].get(key) != meta.get(key):
             raise ValueError(f"--resume: {path} was written with {key} = {state['meta'].get(key)!r}, this run has "
                              f"{meta.get(key)!r}; resume with the same settings, or start again with --overwrite")
+    # the optimizer in the file keeps its learning rate: a different one asked for now would be ignored
+    if "lr" in state["meta"] and state["meta"]["lr"] != meta.get("lr"):
+        raise ValueError(f"--resume: {path} was written with lr = {state['meta']['lr']!r}, this run has "
+                         f"{meta.get('lr')!r} (--lr, --scale-lr or the world size differ); resume with the same "
+                         "settings, or start again with --overwrite")
+    return state
+
+
+def receive_last(path: Path, meta: dict, context: Context) -> dict:
+    """The state of ``last.pt`` on every process, read by rank 0 alone (:func:`load_last`) and
+    sent to the others (:func:`lessons_pkg.train.distributed.broadcast_state`): only rank 0's
+    node needs the file, and every rank then takes its own RNG and data state from it. When
+    rank 0 cannot read it, every rank raises (rank 0 with the reason), none waits forever."""
+    state, error = None, None
+    if context.is_main:
+        try:
+            state = load_last(path, meta)
+        except ValueError as failure:
+            error = failure
+    state = distributed.broadcast_state(state, context)
+    if error is not None:
+        raise error
+    if state is None:
+        raise ValueError(f"--resume: rank 0 could not read its {path} (its error is on rank 0's stderr)")
     return state
 
 
@@ -241,10 +297,10 @@ def run_training(name: str, recipe: Recipe, data: TrainingData, settings: Settin
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr,
                                   weight_decay=WEIGHT_DECAY)
     meta = {"model": name, "num_classes": num_classes, "classes": list(data.classes), "steps": s.steps,
-            "world_size": context.world_size, "batch_size": s.batch_size}
+            "world_size": context.world_size, "batch_size": s.batch_size, "lr": s.lr}
     batches, history, start_step = BatchStream(loader), History(), 0
     if s.resume:
-        state = load_last(s.last, meta)
+        state = receive_last(s.last, meta, context)
         distributed.unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = History(**state["history"])
@@ -286,7 +342,9 @@ def run_training(name: str, recipe: Recipe, data: TrainingData, settings: Settin
                       start_step=start_step, batches=batches, amp=s.amp, on_step=on_step)
     except Stopped as stopped:
         if context.is_main:
-            print(f"stopped after step {stopped.args[0]} of {s.steps}: {s.last} written; "
+            where = (f" on host {socket.gethostname()} (rank 0's node, where --resume reads it)"
+                     if context.distributed else "")
+            print(f"stopped after step {stopped.args[0]} of {s.steps}: {s.last} written{where}; "
                   "the same command with --resume continues", flush=True)
         return None
     eval_total = eval_seconds[0] + (curve.eval_seconds if curve is not None else 0.0)
@@ -306,11 +364,14 @@ def run_training(name: str, recipe: Recipe, data: TrainingData, settings: Settin
         return None
     record = {"command": s.command, "recipe": name, **recipe.settings(),
               "steps": s.steps, "batch_size": s.batch_size, "lr": s.lr, "warmup_steps": s.warmup_steps,
+              "effective_batch_size": s.batch_size * context.world_size,
               "seed": s.seed, "num_classes": num_classes, "classes": list(data.classes), "data": data.source,
               "num_train_images": len(data.train), "world_size": context.world_size,
               "device": str(context.device), "backend": context.backend, "amp": s.amp,
               "final_loss": round(history.final(), 5), "train_seconds": round(train_seconds, 1),
               "images_per_second": round(images_per_second, 2), "threads": torch.get_num_threads()}
+    if s.lr_scaling is not None:
+        record["lr_scaling"] = s.lr_scaling
     if render_seconds is not None:
         record["render_seconds"] = render_seconds
     if s.eval_every:

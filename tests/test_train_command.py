@@ -1,7 +1,9 @@
 """python -m lessons_pkg.train: one process and torchrun (gloo on the CPU), resume, mixed sizes,
 bad flags and bad data, and DDP's gradient equals one process's on the union batch."""
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_pkg import recipes
-from lessons_pkg.commands.train import main
+from lessons_pkg import recipes, records
+from lessons_pkg.commands.train import check_nodes, load_data_everywhere, main, parser
+from lessons_pkg.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "4", "--batch-size", "2", "--num-train-images", "8", "--num-val-images", "4", "--quiet"]
@@ -43,10 +46,16 @@ def test_two_processes_under_torchrun_with_gloo(tmp_path, shapes_coco):
     result = torchrun(["-m", "lessons_pkg.train", "ssd", "--images", str(shapes_coco), "--annotations",
                        str(annotations), "--val-images", str(shapes_coco), "--val-annotations",
                        str(annotations), "--steps", "6", "--batch-size", "2", "--out", str(tmp_path),
-                       "--quiet", "--device", "cpu", "--eval-every", "3"])
+                       "--quiet", "--device", "cpu", "--eval-every", "3", "--scale-lr", "sqrt"])
     assert result.returncode == 0, result.stderr[-3000:]
     model, record = recipes.load("ssd", tmp_path / "model.pt")
     assert record["world_size"] == 2 and record["backend"] == "gloo" and record["num_classes"] == 4
+    # 2 processes x 2 images against the recipe's 8 on one process: k = 1/2, the rate x sqrt(1/2)
+    recipe = recipes.RECIPES["ssd"]
+    assert record["batch_size"] == 2 and record["effective_batch_size"] == 4
+    assert record["lr"] == pytest.approx(recipe.lr * math.sqrt(0.5), rel=1e-12)
+    assert record["lr_scaling"] == {"rule": "sqrt", "reference_lr": recipe.lr, "reference_batch_size": 8,
+                                    "factor": pytest.approx(math.sqrt(0.5), rel=1e-12)}
     assert record["command"].startswith("torchrun --nproc_per_node=2 -m lessons_pkg.train ssd")
     assert record["val"]["num_images"] == 24 and [e["step"] for e in record["evaluations"]] == [3]
     assert len(torch.load(tmp_path / "last.pt", weights_only=True)["processes"]) == 2
@@ -71,6 +80,28 @@ def test_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path, model):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_lr_is_the_whole_steps_and_scale_lr_scales_it_from_the_recipes_batch(tmp_path, capsys):
+    """--lr as given at any batch; --scale-lr linear at twice the recipe's batch doubles it, and
+    the optimizer trained with the rate the record says (last.pt's optimizer keeps it)."""
+    recipe = recipes.RECIPES["ssd"]
+    args = ["ssd", "--steps", "2", "--num-train-images", "16", "--num-val-images", "4", "--quiet",
+            "--batch-size", str(2 * recipe.batch_size), "--save-every", "1"]
+    assert main([*args, "--out", str(tmp_path / "plain"), "--lr", "0.002"]) == 0
+    assert main([*args, "--out", str(tmp_path / "scaled"), "--scale-lr", "linear", "--stop-after", "1"]) == 0
+    plain = records.load_record(tmp_path / "plain" / "model.pt")
+    assert plain["lr"] == 0.002 and "lr_scaling" not in plain and plain["effective_batch_size"] == 16
+    state = torch.load(tmp_path / "scaled" / "last.pt", weights_only=True)
+    assert [g["initial_lr"] for g in state["optimizer"]["param_groups"]] == [2 * recipe.lr]
+    assert state["meta"]["lr"] == 2 * recipe.lr
+    # resuming with another rate would train with the file's: refused, naming it
+    assert main([*args, "--out", str(tmp_path / "scaled"), "--resume"]) == 2
+    assert f"written with lr = {2 * recipe.lr!r}, this run has {recipe.lr!r}" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "scaled"), "--resume", "--scale-lr", "linear"]) == 0
+    scaled = records.load_record(tmp_path / "scaled" / "model.pt")
+    assert scaled["lr"] == 2 * recipe.lr and scaled["lr_scaling"]["factor"] == 2.0
+
+
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("model", ["faster_rcnn", "fcn"])
 def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, mixed_size_coco, model):
     root = mixed_size_coco
@@ -86,12 +117,11 @@ def test_images_of_mixed_sizes_train_and_evaluate(tmp_path, mixed_size_coco, mod
     (["ssd", "--out", "{tmp}/a", "--images", "{coco}"], "--images and --annotations go together"),
     (["ssd", "--out", "{tmp}/a", "--steps", "0"], "argument --steps: expected a whole number >= 1, got 0"),
     (["ssd", "--out", "{tmp}/a", "--batch-size", "-2"], "argument --batch-size: expected a whole number >= 1, got -2"),
-    (["ssd", "--out", "{tmp}/a", "--resume"], "--resume: .*last.pt does not exist"),
-    (["ssd", "--out", "{tmp}/a", "--images", "{tmp}/nowhere", "--annotations", "{coco}/annotations.json"],
-     "--images .*nowhere: not a folder"),
     (["ssd", "--out", "{tmp}/a", "--max-size", "300"], "--max-size needs --min-size"),
     (["yolo9000", "--out", "{tmp}/a"], "invalid choice: 'yolo9000'"),
     (["ssd", "--out", "{tmp}/a", "--amp", "--device", "cpu"], "--amp needs a CUDA device"),
+    (["ssd", "--out", "{tmp}/a", "--scale-lr", "linear", "--warmup-steps", "0"], "--scale-lr needs a warm-up"),
+    (["ssd", "--out", "{tmp}/a", "--scale-lr", "cubic"], "argument --scale-lr: invalid choice: 'cubic'"),
 ])
 def test_bad_flags_fail_at_once_naming_the_flag(tmp_path, shapes_coco, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{coco}", str(shapes_coco)) for a in argv]
@@ -99,14 +129,81 @@ def test_bad_flags_fail_at_once_naming_the_flag(tmp_path, shapes_coco, capsys, a
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and time.perf_counter() - start < 5
-    assert __import__("re").search(message, capsys.readouterr().err)
+    assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "a" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ssd", "--out", "{tmp}/a", "--resume"],
+     r"--resume: \S*a/last.pt \(/\S*a/last.pt\) does not exist on rank 0's node"),
+    (["ssd", "--out", "{tmp}/a", "--images", "{tmp}/nowhere", "--annotations", "{coco}/annotations.json"],
+     r"--images \S*nowhere: not a folder$"),
+    (["ssd", "--out", "{tmp}/a", "--images", "{coco}", "--annotations", "{coco}/annotations.json",
+      "--val-images", "{coco}", "--val-annotations", "{tmp}/none.json"],
+     r"--val-annotations \S*none.json: no such file$"),
+    (["ssd", "--out", "{tmp}/a", "--images", "{coco}", "--annotations", "{coco}"],
+     "--annotations .*: no such file"),
+    (["ssd", "--out", "{tmp}/file"], "--out .*file: exists and is not a folder"),
+])
+def test_a_nodes_files_are_checked_after_joining_the_group_naming_the_flag(tmp_path, shapes_coco, capsys, argv,
+                                                                          message):
+    """What a node's own files decide (the data, --out, last.pt) is checked by every process
+    after the process group is joined (tests/test_multinode.py: with two nodes); one process
+    names the flag and the path, no rank or host, before any data is read."""
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{coco}", str(shapes_coco)) for a in argv]
+    start = time.perf_counter()
+    assert main([*argv, "--quiet"]) == 2 and time.perf_counter() - start < 5
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m lessons_pkg.train: error: ") and "rank" not in err.replace("rank 0's", "")
+    assert re.search(message, err, re.M), err
+    assert not (tmp_path / "a").exists()
+
+
+def fake_group(monkeypatch, others: dict[int, dict], world_size: int = 2) -> None:
+    """all_gather as in a group of ``world_size`` processes whose other ranks reported ``others``
+    (rank -> report): the test is the caller's rank."""
+    def all_gather(obj, context):
+        return [obj if rank == context.rank else others[rank] for rank in range(world_size)]
+    monkeypatch.setattr(distributed, "all_gather", all_gather)
+
+
+def test_a_problem_of_one_rank_stops_every_rank_and_rank_0_names_it(monkeypatch, tmp_path):
+    args = parser().parse_args(["ssd", "--out", str(tmp_path / "run")])
+    well = {"host": "node-a", "problems": [], "last": False}
+    sick = {"host": "node-b", "problems": ["--images data: not a folder"], "last": False}
+    fake_group(monkeypatch, {1: sick})
+    with pytest.raises(ValueError) as rank0:
+        check_nodes(args, distributed.Context(rank=0, world_size=2))
+    assert str(rank0.value) == "--images data: not a folder (rank 1 on host node-b)"
+    fake_group(monkeypatch, {0: well})
+    check_nodes(args, distributed.Context(rank=1, world_size=2))   # nothing wrong anywhere: no error
+    # rank 0 lacks last.pt, rank 1 holds one: rank 0 says so; rank 1 says rank 0 names the problem
+    args = parser().parse_args(["ssd", "--out", str(tmp_path / "run"), "--resume"])
+    fake_group(monkeypatch, {1: {**well, "last": True}})
+    with pytest.raises(ValueError, match=r"(?s)rank 0's node.*run/last.pt is on rank 1 on host node-a"):
+        check_nodes(args, distributed.Context(rank=0, world_size=2))
+    fake_group(monkeypatch, {0: {**well, "problems": ["--resume: run/last.pt does not exist"]}})
+    with pytest.raises(ValueError, match="^another process found a problem: rank 0's error names it$"):
+        check_nodes(args, distributed.Context(rank=1, world_size=2))
+
+
+def test_data_that_one_rank_reads_wrong_stops_every_rank(monkeypatch, tmp_path, shapes_coco):
+    """Each node reads its own copy: a copy with a bad annotation on rank 1 stops it with the
+    reader's message, its rank and host (and rank 0 with the same line)."""
+    document = json.loads((shapes_coco / "annotations.json").read_text())
+    document["annotations"][0]["bbox"] = [0, 0, -5, 3]
+    (tmp_path / "bad.json").write_text(json.dumps(document))
+    args = parser().parse_args(["ssd", "--out", str(tmp_path / "run"), "--images", str(shapes_coco),
+                                "--annotations", str(tmp_path / "bad.json")])
+    fake_group(monkeypatch, {0: {"host": "node-a", "problems": []}})
+    with pytest.raises(ValueError, match=r"(?s)bad.json.*negative size.*\(rank 1 on host "):
+        load_data_everywhere(args, recipes.RECIPES["ssd"], distributed.Context(rank=1, world_size=2))
 
 
 def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "model.pt").write_bytes(b"precious")
-    with pytest.raises(SystemExit):
-        main(["ssd", "--out", str(tmp_path), *TINY])
+    assert main(["ssd", "--out", str(tmp_path), *TINY]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert (tmp_path / "model.pt").read_bytes() == b"precious"
 
@@ -123,7 +220,7 @@ def test_bad_data_fails_before_training_naming_the_file(tmp_path, shapes_coco, c
     bad.write_text(json.dumps(document))
     code = main([model, "--out", str(tmp_path / "run"), "--images", str(shapes_coco), "--annotations", str(bad), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and __import__("re").search(message, err) and "bad.json" in err
+    assert code == 2 and re.search(message, err) and "bad.json" in err
     assert not (tmp_path / "run" / "model.pt").exists()
 
 

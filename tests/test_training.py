@@ -55,3 +55,18 @@ def test_the_scores_are_those_of_the_file_not_of_the_float32_model(tmp_path, mon
     model, loaded = recipes.load("ssd", tmp_path / "s.pt")
     assert loaded == record
     assert evaluation.record_scores(recipes.RECIPES["ssd"], model) == {"val": record["val"], "test": record["test"]}
+
+
+@pytest.mark.parametrize("rule, batch, world_size, factor", [
+    ("linear", 8, 4, 4.0), ("linear", 4, 1, 0.5), ("sqrt", 8, 4, 2.0), ("sqrt", 2, 1, 0.5), ("linear", 8, 1, 1.0)])
+def test_scaled_lr_from_the_recipes_batch_on_one_process(rule, batch, world_size, factor):
+    """k = (batch x world size) / the reference batch (8 here): linear x k, sqrt x sqrt(k)."""
+    lr, scaling = training.scaled_lr(rule, 0.003, batch * world_size, reference_batch_size=8)
+    assert lr == pytest.approx(0.003 * factor, rel=1e-12)
+    assert scaling == {"rule": rule, "reference_lr": 0.003, "reference_batch_size": 8,
+                       "factor": pytest.approx(factor, rel=1e-12)}
+
+
+def test_an_unknown_scaling_rule_is_named():
+    with pytest.raises(ValueError, match="--scale-lr must be one of linear, sqrt, got 'cubic'"):
+        training.scaled_lr("cubic", 0.003, 16, 8)

@@ -7,7 +7,7 @@ or on many GPUs: ``python -m lessons_pkg.train MODEL --out DIR``.
         --val-images data/val_images --val-annotations data/val.json      # your COCO-format set
     torchrun --nproc_per_node=2 -m lessons_pkg.train ssd --out runs/ssd   # 2 processes (GPUs, or CPU)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
-        -m lessons_pkg.train mask_rcnn --out runs/mrcnn ...               # 2 machines of 8 GPUs
+        --rdzv-id=mrcnn -m lessons_pkg.train mask_rcnn --out runs/mrcnn ...  # 2 machines of 8 GPUs
     python -m lessons_pkg.train ssd --out runs/ssd --resume               # continue from runs/ssd/last.pt
 
 MODEL is a recipe of :mod:`lessons_pkg.recipes` (its model, settings and defaults: steps,
@@ -22,13 +22,22 @@ the data. It trains with :func:`lessons_pkg.training.run_training`, as
 - ``DIR/last.pt``: model, optimizer, step, history, the data position and every process's RNG
   states, saved every ``--save-every`` steps (by an atomic rename: an interrupted save leaves
   the previous one); ``--resume`` continues from it, and on one CPU process the result equals
-  the uninterrupted run's bit for bit.
+  the uninterrupted run's bit for bit. Only rank 0's node needs it: rank 0 reads it and sends
+  the state to every process (the nodes share no folder; each reads the data at the same path).
+
+The learning rate (``--lr``, else the recipe's) is that of the whole step at any number of
+processes; ``--scale-lr linear|sqrt`` scales it from the recipe's batch on one process to
+``--batch-size`` x the processes (:func:`lessons_pkg.training.scaled_lr`), and the record keeps
+the rate used, the per-process and the effective batch.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -62,13 +71,21 @@ def parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("training (default: the recipe's)")
     run.add_argument("--steps", type=positive_int, help="optimizer steps")
     run.add_argument("--batch-size", type=positive_int, help="images per step and process")
-    run.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, cosine schedule)")
+    run.add_argument("--lr", type=positive_float,
+                     help="peak learning rate of the whole step, at any number of processes "
+                          "(AdamW, cosine schedule)")
+    run.add_argument("--scale-lr", choices=training.LR_SCALING_RULES,
+                     help="scale --lr (else the recipe's) from the recipe's batch on one process to this run's "
+                          "batch x processes: linear (Goyal et al. 2017, for SGD) or sqrt (argued for Adam-type "
+                          "optimizers, as the recipes' AdamW); the schedule's warm-up stays")
     run.add_argument("--warmup-steps", type=nonnegative_int)
     run.add_argument("--seed", type=int)
     run.add_argument("--eval-every", type=nonnegative_int, default=0,
                      help="evaluate every N steps as well as at the end (0: at the end only)")
     run.add_argument("--save-every", type=positive_int, default=100, help="write last.pt every N steps")
-    run.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from DIR/last.pt (on rank 0's node: it reads the file and sends the state to "
+                          "every process)")
     run.add_argument("--stop-after", type=positive_int,
                      help="stop after this many steps, writing last.pt (a job of a time-limited queue; "
                           "--resume continues): the schedule is still that of --steps")
@@ -81,36 +98,97 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Everything that can be checked before any data is read, with the flag's name."""
+    """The flags alone, with the flag's name: the same answer on every node. What depends on a
+    node's files (the data, --out, last.pt) is :func:`check_nodes`', after the process group is
+    joined: a node that stopped here alone would leave the others waiting for it."""
     for a, b in (("images", "annotations"), ("val_images", "val_annotations")):
         if (getattr(args, a) is None) != (getattr(args, b) is None):
             p.error(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} go together")
     if args.val_images is not None and args.images is None:
         p.error("--val-images/--val-annotations need --images/--annotations (your own training set)")
-    for name in ("images", "val_images"):
-        folder = getattr(args, name)
-        if folder is not None and not folder.is_dir():
-            p.error(f"--{name.replace('_', '-')} {folder}: not a folder")
-    for name in ("annotations", "val_annotations"):
-        file = getattr(args, name)
-        if file is not None and not file.is_file():
-            p.error(f"--{name.replace('_', '-')} {file}: no such file")
     if args.max_size is not None and (args.min_size is None or args.max_size <= args.min_size):
         p.error("--max-size needs --min-size, and must be larger than it")
     if (args.min_size is not None) and args.images is None:
         p.error("--min-size/--max-size resize your own (COCO) images; the shapes data has one size")
     if args.amp and (args.device == "cpu" or not torch.cuda.is_available()):
         p.error("--amp needs a CUDA device")
-    if args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {args.out}: exists and is not a folder")
-    if args.resume and not (args.out / "last.pt").is_file():
-        p.error(f"--resume: {args.out / 'last.pt'} does not exist")
+    if args.scale_lr is not None and args.warmup_steps == 0:
+        p.error("--scale-lr needs a warm-up (--warmup-steps >= 1): the rule ramps up to the scaled rate")
+
+
+# ----------------------------------------------------------------------------- every node's files
+DATA_FLAGS = {"images": "folder", "annotations": "file", "val_images": "folder", "val_annotations": "file"}
+
+
+def data_problems(args: argparse.Namespace) -> list[str]:
+    """The data flags' paths that this process cannot read, one line each, naming the flag:
+    every node reads its own copy of the data, at the same path."""
+    problems = []
+    for name, kind in DATA_FLAGS.items():
+        path = getattr(args, name)
+        flag = f"--{name.replace('_', '-')} {path}"
+        if path is None:
+            continue
+        if kind == "folder" and not path.is_dir():
+            problems.append(f"{flag}: not a folder")
+        elif kind == "file" and not path.is_file():
+            problems.append(f"{flag}: no such file")
+        elif not os.access(path, os.R_OK | (os.X_OK if kind == "folder" else 0)):
+            problems.append(f"{flag}: not readable")
+    return problems
+
+
+def output_problems(args: argparse.Namespace) -> list[str]:
+    """What keeps rank 0 from writing --out (only rank 0 writes) or from resuming: a file in
+    the way, a finished run not to be overwritten, no last.pt to resume from."""
+    out, last = args.out, args.out / "last.pt"
+    if out.exists() and not out.is_dir():
+        return [f"--out {out}: exists and is not a folder"]
+    if args.resume and not last.is_file():
+        return [f"--resume: {last} ({last.absolute()}) does not exist on rank 0's node, which reads it"]
     try:
-        records.refuse_overwrite((args.out / "model.pt", args.out / "last.pt"), args.resume or args.overwrite,
-                                 f"--out {args.out} holds a run already: pass --resume to continue it, --overwrite "
+        records.refuse_overwrite((out / "model.pt", last), args.resume or args.overwrite,
+                                 f"--out {out} holds a run already: pass --resume to continue it, --overwrite "
                                  "to start again, or another --out")
     except FileExistsError as error:
-        p.error(str(error))
+        return [str(error)]
+    return []
+
+
+def check_nodes(args: argparse.Namespace, context: distributed.Context) -> None:
+    """Every process checks the data paths it needs, rank 0 --out and last.pt too
+    (:func:`raise_together`). When rank 0 lacks last.pt, its message also says which nodes
+    hold one."""
+    mine = data_problems(args) + (output_problems(args) if context.is_main else [])
+
+    def where_last_is(reports: list[dict]) -> list[str]:
+        holders = [f"rank {rank} on host {r['host']}" for rank, r in enumerate(reports) if r["last"]]
+        if not (args.resume and holders and not reports[0]["last"]):
+            return []
+        return [f"  {args.out / 'last.pt'} is on {', '.join(holders)}: copy it to rank 0's node, or make that node "
+                "rank 0 (torchrun's c10d rendezvous does not promise which node is; its static one does: "
+                "--node-rank 0 there)"]
+
+    raise_together(mine, context, advice=where_last_is, last=(args.out / "last.pt").is_file())
+
+
+def raise_together(mine: list[str], context: distributed.Context, advice=None, **facts) -> None:
+    """Gather every process's problems (``mine``: lines naming a flag and a path) and raise a
+    ValueError on every process when any has one, instead of one stopping while the others wait
+    for it. Rank 0's message names every problem with its rank and host (and what
+    ``advice(reports)`` adds: each report holds the process's host, problems and ``facts``);
+    another rank's names its own. One process: its lines, without rank or host."""
+    reports = distributed.all_gather({"host": socket.gethostname(), "problems": mine, **facts}, context)
+    if not any(report["problems"] for report in reports):
+        return
+    if not context.distributed:
+        raise ValueError("\n".join(mine))
+    ranks = range(context.world_size) if context.is_main else [context.rank]
+    lines = [f"{problem} (rank {rank} on host {reports[rank]['host']})"
+             for rank in ranks for problem in reports[rank]["problems"]]
+    if context.is_main and advice is not None:
+        lines += advice(reports)
+    raise ValueError("\n".join(lines or ["another process found a problem: rank 0's error names it"]))
 
 
 # ----------------------------------------------------------------------------- data
@@ -145,22 +223,50 @@ def load_data(args: argparse.Namespace, recipe: Recipe) -> training.TrainingData
     return training.TrainingData(train_set, tuple(classes), source, score_sets)
 
 
+def load_data_everywhere(args: argparse.Namespace, recipe: Recipe,
+                         context: distributed.Context) -> training.TrainingData:
+    """:func:`load_data` on every process: each reads its own node's copy, and a copy that one
+    process finds wrong stops every process together (:func:`raise_together`)."""
+    if not context.distributed:
+        return load_data(args, recipe)
+    data, mine = None, []
+    try:
+        data = load_data(args, recipe)
+    except (ValueError, FileNotFoundError) as error:
+        mine = [str(error)]
+    raise_together(mine, context)
+    return data
+
+
 # ----------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace, argv: list[str]) -> dict | None:
     """Train as ``args`` say; returns the record on rank 0 (None on the other ranks)."""
     recipe = RECIPES[args.model]
     context = distributed.init(args.device)
-    data = load_data(args, recipe)
-    launcher = (["torchrun", f"--nproc_per_node={context.world_size}", "-m", "lessons_pkg.train"]
-                if context.distributed else ["python", "-m", "lessons_pkg.train"])
+    check_nodes(args, context)
+    data = load_data_everywhere(args, recipe, context)
     if context.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
     settings = training.Settings.of(
         recipe, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        seed=args.seed, out=args.out / "model.pt", dtype="float32", command=shlex.join(launcher + argv),
+        seed=args.seed, out=args.out / "model.pt", dtype="float32", command=shlex.join(launcher(context) + argv),
         last=args.out / "last.pt", save_every=args.save_every, resume=args.resume, stop_after=args.stop_after,
         eval_every=args.eval_every, amp=args.amp, workers=args.workers, progress=not args.quiet)
+    if args.scale_lr is not None:   # from the recipe's batch on one process to this run's whole step
+        lr, scaling = training.scaled_lr(args.scale_lr, settings.lr, settings.batch_size * context.world_size,
+                                         recipe.batch_size)
+        settings = dataclasses.replace(settings, lr=lr, lr_scaling=scaling)
     return training.run_training(args.model, recipe, data, settings, context)
+
+
+def launcher(context: distributed.Context) -> list[str]:
+    """How this process was started, for the record's command (torchrun's rendezvous flags,
+    which the process does not see, left out)."""
+    if not context.distributed:
+        return ["python", "-m", "lessons_pkg.train"]
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size))
+    nodes = [f"--nnodes={context.world_size // per_node}"] if per_node < context.world_size else []
+    return ["torchrun", *nodes, f"--nproc_per_node={per_node}", "-m", "lessons_pkg.train"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if record is not None and "final_loss" in record:
         summary = {k: record[k] for k in ("final_loss", "train_seconds", "images_per_second") if k in record}
         print(json.dumps({**summary, "val": record.get("val", {})}))
-        print(f"wrote {args.out / 'model.pt'}, {args.out / 'model.json'} and {args.out / 'last.pt'}")
+        where = f" on host {socket.gethostname()}" if record["world_size"] > 1 else ""
+        print(f"wrote {args.out / 'model.pt'}, {args.out / 'model.json'} and {args.out / 'last.pt'}{where}")
     return 0
 
 

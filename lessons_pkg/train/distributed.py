@@ -12,7 +12,9 @@ What DistributedDataParallel needs from the command, and where it is:
 - each process sees its own share of every epoch: a ``DistributedSampler`` seeded with the run's
   seed and told the epoch (:class:`lessons_pkg.train.BatchStream` calls ``set_epoch``);
 - gradients are averaged across processes during ``backward`` (DDP itself);
-- one process (rank 0) writes files, logs and shows the progress bar;
+- one process (rank 0) writes files, logs and shows the progress bar; it alone reads
+  ``last.pt`` on ``--resume`` and sends the state to the others (:func:`broadcast_state`), so
+  the nodes need no shared folder;
 - evaluation is split across processes, each on every N-th image, and the predictions are
   gathered on rank 0 (:func:`gather`), which scores them;
 - BatchNorm statistics: ``SyncBatchNorm`` on CUDA (its kernels are CUDA-only), each process's
@@ -21,6 +23,7 @@ What DistributedDataParallel needs from the command, and where it is:
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -123,3 +126,35 @@ def all_gather(obj, context: Context) -> list:
 def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()
+
+
+def broadcast_state(state: dict | None, context: Context) -> dict | None:
+    """Rank 0's ``state`` on every process: a dict of tensors and plain values, as
+    ``torch.save`` writes it (a ``last.pt``). Rank 0 passes it (None: it has none to send, e.g.
+    its file was unreadable); the others pass None and get a copy, on the CPU, or None when
+    rank 0 sent none. One process: ``state`` itself.
+
+    Sent as bytes, not as pickled objects: rank 0 ``torch.save``s the state, the bytes travel as
+    a uint8 tensor (its length first, -1 for "none"; on the context's device, as NCCL needs),
+    and every receiver reads them with ``torch.load(..., weights_only=True)``, which builds
+    tensors and plain values only. ``broadcast_object_list`` would unpickle whatever arrives.
+    """
+    if not context.distributed:
+        return state
+    # gloo sends CPU tensors; NCCL only tensors on this process's GPU
+    device = context.device if context.backend == "nccl" else torch.device("cpu")
+    payload = None
+    if context.is_main and state is not None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = torch.frombuffer(bytearray(buffer.getbuffer()), dtype=torch.uint8).to(device)
+    length = torch.tensor([payload.numel() if payload is not None else -1], dtype=torch.int64, device=device)
+    dist.broadcast(length, src=0)
+    if int(length.item()) < 0:
+        return None
+    if payload is None:
+        payload = torch.empty(int(length.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(payload, src=0)
+    if context.is_main:
+        return state
+    return torch.load(io.BytesIO(payload.cpu().numpy().tobytes()), map_location="cpu", weights_only=True)
