@@ -233,10 +233,9 @@ def load_last(path: Path, meta: dict) -> dict:
     what differs)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's own text advises weights_only=False: never relayed
-        reason = str(error).split("\n")[0][:200]
-        raise ValueError(f"{path}: not a readable last.pt ({type(error).__name__}: {reason}); it is corrupt or "
-                         "truncated: start again with --overwrite") from None
+    except Exception as error:  # torch's own text is never relayed (records.why_unreadable)
+        raise ValueError(f"{path}: not a readable last.pt: {records.why_unreadable(error)}; start again with "
+                         "--overwrite") from None
     if not isinstance(state, dict) or "meta" not in state:
         raise ValueError(f"{path}: not a last.pt written by python -m lessons_pkg.train")
     for key in ("model", "num_classes", "classes", "steps", "world_size", "batch_size"):
