@@ -98,3 +98,32 @@ def test_semantic_model_reports_miou(crowded_coco, capsys):
     miou = float(lines[0].split()[1])
     per_class = [float(line.split(":")[1]) for line in lines[1:]]
     assert miou == pytest.approx(sum(per_class) / len(per_class), abs=2e-3)
+
+
+@pytest.mark.slow
+def test_the_train_commands_validation_scores_equal_cocoeval_on_its_results(crowded_coco, tmp_path, capsys):
+    """The train command's validation mAP on a COCO file with crowd regions equals COCOeval's on
+    the --results file it writes (a 3-step run: what matters is the scoring, not the model)."""
+    from lessons_pkg.commands import train as train_command
+    images, ann_file = crowded_coco
+    out, results = tmp_path / "run", tmp_path / "val_results.json"
+    code = train_command.main(["ssd", "--out", str(out), "--images", str(images), "--annotations", str(ann_file),
+                               "--val-images", str(images), "--val-annotations", str(ann_file), "--steps", "3",
+                               "--batch-size", "2", "--quiet", "--device", "cpu", "--results", str(results)])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((out / "model.json").read_text())
+    assert cocoeval(ann_file, results, "bbox") == pytest.approx([record["val"][k] for k in metrics.SUMMARY_KEYS],
+                                                                abs=1e-6)
+    assert record["val"]["map"] != record["val"]["mar_100"]   # a real score, not an empty one
+
+
+def test_the_train_commands_results_flag_is_checked_at_once(crowded_coco, tmp_path, capsys):
+    from lessons_pkg.commands import train as train_command
+    images, ann_file = crowded_coco
+    coco = ["--images", str(images), "--annotations", str(ann_file)]
+    for extra, words in (([], "needs --val-images"), (["--val-images", str(images), "--val-annotations", str(ann_file)],
+                                                        "semantic segmentation")):
+        model = "ssd" if not extra else "fcn"
+        with pytest.raises(SystemExit):
+            train_command.main([model, "--out", str(tmp_path / "o"), *coco, *extra, "--results", str(tmp_path / "r.json")])
+        assert words in capsys.readouterr().err

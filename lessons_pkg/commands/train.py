@@ -23,7 +23,13 @@ the data. It trains with :func:`lessons_pkg.training.run_training`, as
   states, saved every ``--save-every`` steps (by an atomic rename: an interrupted save leaves
   the previous one); ``--resume`` continues from it, and on one CPU process the result equals
   the uninterrupted run's bit for bit. Only rank 0's node needs it: rank 0 reads it and sends
-  the state to every process (the nodes share no folder; each reads the data at the same path).
+  the state to every process (the nodes share no folder; each reads the data at the same path);
+- with ``--results FILE``: the validation set's detections in COCO's results format (the
+  file's category ids and frame), which pycocotools scores as the record's "val" block does.
+
+A COCO validation set is scored as COCO scores it (crowd regions ignored, sizes judged on each
+annotation's ``area``), in the annotation file's frame: with ``--min-size``, the model sees
+resized images (:class:`lessons_pkg.data.ResizedImages`) and its detections are mapped back.
 
 The learning rate (``--lr``, else the recipe's) is that of the whole step at any number of
 processes; ``--scale-lr linear|sqrt`` scales it from the recipe's batch on one process to
@@ -43,9 +49,9 @@ from pathlib import Path
 
 import torch
 
-from .. import evaluation, records, training
+from .. import evaluation, recipes, records, training
 from ..cli import nonnegative_int, positive_float, positive_int
-from ..data import CocoDataset, detection_augmentation, resize_to_limits
+from ..data import CocoDataset, ResizedImages, detection_augmentation
 from ..data.coco import SemanticTargets
 from ..models import rcnn
 from ..recipes import RECIPES, Recipe
@@ -63,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--annotations", type=Path, help="COCO annotation file of the training images")
     data.add_argument("--val-images", type=Path, help="folder of the validation images")
     data.add_argument("--val-annotations", type=Path, help="COCO annotation file of the validation images")
+    data.add_argument("--results", type=Path,
+                      help="also write the validation set's detections here, in COCO's results format (with "
+                           "--val-images; an instance model's masks go to NAME_segm.json)")
     data.add_argument("--min-size", type=positive_int, help="resize the shorter side to this (COCO data)")
     data.add_argument("--max-size", type=positive_int, help="and the longer side to at most this")
     data.add_argument("--num-train-images", type=positive_int, help="shapes data: training scenes (default: the recipe's)")
@@ -112,6 +121,10 @@ def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         p.error("--min-size/--max-size resize your own (COCO) images; the shapes data has one size")
     if args.amp and (args.device == "cpu" or not torch.cuda.is_available()):
         p.error("--amp needs a CUDA device")
+    if args.results is not None and args.val_images is None:
+        p.error("--results writes the validation set's detections: it needs --val-images/--val-annotations")
+    if args.results is not None and RECIPES[args.model].task == "segmentation":
+        p.error(f"--results: {args.model} is a semantic segmentation model; COCO results files hold detections")
     if args.scale_lr is not None and args.warmup_steps == 0:
         p.error("--scale-lr needs a warm-up (--warmup-steps >= 1): the rule ramps up to the scaled rate")
 
@@ -146,6 +159,12 @@ def output_problems(args: argparse.Namespace) -> list[str]:
         return [f"--out {out}: exists and is not a folder"]
     if args.resume and not last.is_file():
         return [f"--resume: {last} ({last.absolute()}) does not exist on rank 0's node, which reads it"]
+    if args.results is not None:
+        try:
+            records.refuse_overwrite(evaluation.results_paths(args.results, RECIPES[args.model].task).values(),
+                                     args.overwrite, "pass --overwrite to replace it, or another --results")
+        except FileExistsError as error:
+            return [f"--results: {error}"]
     try:
         records.refuse_overwrite((out / "model.pt", last), args.resume or args.overwrite,
                                  f"--out {out} holds a run already: pass --resume to continue it, --overwrite "
@@ -199,13 +218,14 @@ def load_data(args: argparse.Namespace, recipe: Recipe) -> training.TrainingData
         return training.shapes_data(recipe, args.num_train_images, args.num_val_images, test=False)
     resize = {"min_size": args.min_size, "max_size": args.max_size} if args.min_size else {}
     train_set = CocoDataset(args.images, args.annotations, transforms=detection_augmentation(**resize))
-    val_set = (CocoDataset(args.val_images, args.val_annotations,
-                           transforms=resize_to_limits(args.min_size, args.max_size) if resize else None)
-               if args.val_images is not None else None)
+    # scored in the annotation file's frame, as COCO scores: only the model sees resized images
+    val_set = CocoDataset(args.val_images, args.val_annotations) if args.val_images is not None else None
+    if val_set is not None and resize:
+        val_set = ResizedImages(val_set, args.min_size, args.max_size)
     classes = train_set.classes
-    if val_set is not None and val_set.label_to_category_id != train_set.label_to_category_id:
-        raise ValueError(f"{args.val_annotations}: its categories {val_set.label_to_category_id} differ from "
-                         f"the training set's {train_set.label_to_category_id} (label -> category id)")
+    if val_set is not None and coco_of(val_set).label_to_category_id != train_set.label_to_category_id:
+        raise ValueError(f"{args.val_annotations}: its categories {coco_of(val_set).label_to_category_id} differ "
+                         f"from the training set's {train_set.label_to_category_id} (label -> category id)")
     if recipe.task in ("instance", "segmentation") and not train_set.has_masks:
         raise ValueError(f"{args.annotations}: {args.model} needs a 'segmentation' in every annotation "
                          "(polygons or RLE); this set has boxes only")
@@ -221,6 +241,25 @@ def load_data(args: argparse.Namespace, recipe: Recipe) -> training.TrainingData
               "val_images": str(args.val_images), "val_annotations": str(args.val_annotations)}
     score_sets = {"val": ({"num_images": len(val_set)}, val_set)} if val_set is not None else {}
     return training.TrainingData(train_set, tuple(classes), source, score_sets)
+
+
+def coco_of(dataset) -> CocoDataset:
+    """The CocoDataset under a set's wrappers (ResizedImages, SemanticTargets, WithProposals)."""
+    while not isinstance(dataset, CocoDataset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def write_val_results(args: argparse.Namespace, recipe: Recipe, data: training.TrainingData) -> dict:
+    """``--results``: the saved weights' detections on the validation set, in COCO's results
+    format (the same predictions its record's "val" block scores: the weights as saved, the
+    file's frame). Rank 0, after training."""
+    model, _ = recipes.load(args.model, args.out / "model.pt")
+    val_set = data.score_sets["val"][1]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    preds, targets = evaluation.predictions(model, val_set, recipe.task, device)
+    return evaluation.write_results(preds, targets, coco_of(val_set).label_to_category_id, args.results,
+                                    recipe.task, overwrite=True)   # refused before training unless --overwrite
 
 
 def load_data_everywhere(args: argparse.Namespace, recipe: Recipe,
@@ -256,7 +295,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict | None:
         lr, scaling = training.scaled_lr(args.scale_lr, settings.lr, settings.batch_size * context.world_size,
                                          recipe.batch_size)
         settings = dataclasses.replace(settings, lr=lr, lr_scaling=scaling)
-    return training.run_training(args.model, recipe, data, settings, context)
+    record = training.run_training(args.model, recipe, data, settings, context)
+    if record is not None and args.results is not None and "final_loss" in record:
+        record["results"] = {kind: str(path) for kind, path in write_val_results(args, recipe, data).items()}
+    return record
 
 
 def launcher(context: distributed.Context) -> list[str]:
@@ -286,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**summary, "val": record.get("val", {})}))
         where = f" on host {socket.gethostname()}" if record["world_size"] > 1 else ""
         print(f"wrote {args.out / 'model.pt'}, {args.out / 'model.json'} and {args.out / 'last.pt'}{where}")
+        if "results" in record:
+            print("wrote " + " and ".join(record["results"].values()) + " (the validation set's detections)")
     return 0
 
 
