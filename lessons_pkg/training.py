@@ -221,7 +221,8 @@ def save_last(path: Path, model: nn.Module, optimizer, step: int, history: Histo
     state = {"meta": meta, "step": step, "model": distributed.unwrap(model).state_dict(),
              "optimizer": optimizer.state_dict(),
              "history": {"steps": history.steps, "losses": history.losses, "lr": history.lr,
-                         "seconds": history.seconds},
+                         "seconds": history.seconds, "pending_steps": history.pending_steps,
+                         "pending": {name: value.detach().cpu() for name, value in history.pending.items()}},
              "processes": states}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

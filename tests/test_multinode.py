@@ -125,6 +125,7 @@ def test_resume_on_two_nodes_that_share_no_folder(tmp_path):
     for key, value in whole.items():
         assert torch.equal(value, split[key]), key
     record = json.loads((node0 / "run" / "model.json").read_text())
+    assert record["final_loss"] == json.loads((tmp_path / "whole" / "model.json").read_text())["final_loss"]
     assert record["world_size"] == 2 and record["batch_size"] == 2 and record["effective_batch_size"] == 4
     assert record["command"].startswith("torchrun --nnodes=2 --nproc_per_node=1 -m lessons_pkg.train ssd")
 

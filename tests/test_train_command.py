@@ -77,6 +77,11 @@ def test_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path, model):
         assert torch.equal(value, split[key]), key
     history = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["history"]
     assert history["steps"][-1] == 6
+    # the logged losses too: step 3 fell inside a logging interval, which the resumed run continues
+    whole_history = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["history"]
+    assert (history["steps"], history["losses"]) == (whole_history["steps"], whole_history["losses"])
+    assert records.load_record(tmp_path / "split" / "model.pt")["final_loss"] == \
+        records.load_record(tmp_path / "whole" / "model.pt")["final_loss"]
 
 
 @pytest.mark.usefixtures("one_thread")

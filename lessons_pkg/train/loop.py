@@ -149,13 +149,17 @@ class History:
     """What ``fit`` measured: mean losses per logging interval, the learning rate, the time.
 
     ``losses["total"]`` is the sum of the model's named losses; ``steps[i]`` is the last step of
-    the interval that ``losses[...][i]`` averages.
+    the interval that ``losses[...][i]`` averages. ``pending``: the sums of each loss (0-dim
+    tensors) over the ``pending_steps`` steps of the interval not logged yet, so that a run
+    stopped inside an interval and resumed logs the interval's mean as the uninterrupted run does.
     """
 
     steps: list[int] = field(default_factory=list)
     losses: dict[str, list[float]] = field(default_factory=dict)
     lr: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    pending: dict[str, Tensor] = field(default_factory=dict)
+    pending_steps: int = 0
 
     @property
     def last_step(self) -> int:
@@ -259,8 +263,10 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    running: dict[str, Tensor] = {}
-    interval = 0
+    # a resumed run continues the interval it stopped in (empty after a finished fit: its last step logs)
+    running: dict[str, Tensor] = {name: value.to(device) for name, value in history.pending.items()}
+    interval = history.pending_steps
+    shown = start_step   # steps the progress bar counts (a resumed run's pending ones among them)
     batches = batches if batches is not None else BatchStream(loader)
     bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, leave=True)
     start = time.perf_counter()
@@ -314,8 +320,10 @@ def fit(model: nn.Module, loader: Iterable, steps: int, *, lr: float = 1e-3,
                 history.losses.setdefault(name, []).append(value)
             history.lr.append(opt.param_groups[0]["lr"])
             bar.set_postfix(loss=f"{means['total']:.4f}")
-            bar.update(interval)
+            bar.update(step + 1 - shown)
+            shown = step + 1
             running, interval = {}, 0
+        history.pending, history.pending_steps = running, interval
         if on_step is not None:
             on_step(step + 1)
     if device.type == "cuda":
