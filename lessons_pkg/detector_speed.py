@@ -10,6 +10,12 @@ the same predictions give COCO mAP, so the two axes of the chart come from one r
 is the whole pipeline from pixels to boxes: R-CNN and Fast R-CNN include their selective search,
 the sliding window its image pyramid. The first ``warmup`` images run twice, the first time
 untimed (one-off allocations and kernel choices).
+
+R-CNN and Fast R-CNN search the same images with the same selective search (deterministic: a
+fixed seed), so the search runs once per image, timed alone, and each of the two is timed on
+the rest of its work given those proposals: its time per image is the search's plus the rest's
+(:func:`search_proposals`, :func:`time_detector`). Its detections are those of its own search
+(checked on the first image of every measurement).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import torch
 from torch import nn
 
 from . import evaluation, metrics, records, train
+from .models import proposals as proposal_methods
 from .models import rcnn
 from .recipes import get, load
 from .train.distributed import Context
@@ -61,27 +68,53 @@ class Measurement:
     test_map: float = 0.0
 
 
+def search_proposals(images: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[float]]:
+    """Selective search on each Tensor[3, H, W] of ``images`` alone, as R-CNN and Fast R-CNN run
+    it on an image they are given without proposals (on the CPU: the search has no device code).
+
+    Returns (each image's proposals Tensor[K_i, 4], best first; milliseconds per image).
+    """
+    found, times = [], []
+    for image in images:
+        start = time.perf_counter()
+        found.append(proposal_methods.selective_search(image.cpu())[0])
+        times.append((time.perf_counter() - start) * 1e3)
+    return found, times
+
+
 @torch.no_grad()
 def time_detector(model: nn.Module, images: list[torch.Tensor], device: torch.device | str,
-                  warmup: int = 2) -> tuple[list[dict], list[float]]:
+                  warmup: int = 2, proposals: tuple[list[torch.Tensor], list[float]] | None = None
+                  ) -> tuple[list[dict], list[float]]:
     """Run ``model`` (eval mode) on each Tensor[3, H, W] of ``images`` alone.
+
+    ``proposals``: :func:`search_proposals`'s result for ``images``, for a model that reads
+    proposals (``model(x, proposals=[Tensor[K, 4]])``): each image's proposals are given to it
+    and the search's milliseconds added to its own, the time of the model searching itself.
 
     Returns (predictions on the CPU, one dict per image; milliseconds per image).
     """
     device = torch.device(device)
     model.eval().to(device)
-    for image in images[:warmup]:
-        model(image[None].to(device))
+    found, search_ms = proposals if proposals is not None else (None, [0.0] * len(images))
+    if found is not None and len(found) != len(images):
+        raise ValueError(f"proposals: got {len(found)} images' proposals for {len(images)} images")
+
+    def run(i: int):
+        x = images[i][None].to(device)
+        return model(x) if found is None else model(x, proposals=[found[i].to(device)])
+
+    for i in range(min(warmup, len(images))):
+        run(i)
     predictions, times = [], []
-    for image in images:
-        x = image[None].to(device)
+    for i in range(len(images)):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        out = model(x)
+        out = run(i)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((time.perf_counter() - start) * 1e3 + search_ms[i])
         predictions.append(train.move_to(out[0], torch.device("cpu")))
     return predictions, times
 
@@ -89,7 +122,11 @@ def time_detector(model: nn.Module, images: list[torch.Tensor], device: torch.de
 def measure(recipes=tuple(DETECTORS), num_images: int = evaluation.VAL_IMAGES,
             device: torch.device | str | None = None, directory: Path = PRETRAINED,
             warmup: int = 2) -> list[Measurement]:
-    """Load each recipe's checkpoint from ``directory`` and measure it on the val images."""
+    """Load each recipe's checkpoint from ``directory`` and measure it on the val images.
+
+    The recipes that read proposals share one selective search per image (timed once, added to
+    each one's time: see the module docstring); that a recipe's own search gives the same
+    detections is checked on the first image (a RuntimeError otherwise)."""
     device = torch.device(device) if device is not None else train.default_device()
     unknown = [r for r in recipes if r not in DETECTORS]
     if unknown:
@@ -97,10 +134,17 @@ def measure(recipes=tuple(DETECTORS), num_images: int = evaluation.VAL_IMAGES,
     dataset = make_split("val", num_images)
     samples = [dataset[i] for i in range(len(dataset))]
     images, targets = [s[0] for s in samples], [s[1] for s in samples]
+    searched = None   # (proposals, ms) per image, for every recipe that reads proposals
     rows = []
     for recipe in recipes:
         model, record = load(recipe, Path(directory) / f"{recipe}.pt")
-        predictions, times = time_detector(model, images, device, warmup)
+        if get(recipe).proposals:
+            if searched is None:
+                searched = search_proposals(images)
+            predictions, times = time_detector(model, images, device, warmup, proposals=searched)
+            _check_own_search(model, images[0], predictions[0], device, recipe)
+        else:
+            predictions, times = time_detector(model, images, device, warmup)
         scores = metrics.mean_average_precision(predictions, targets)
         name, family = DETECTORS[recipe]
         q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
@@ -108,6 +152,17 @@ def measure(recipes=tuple(DETECTORS), num_images: int = evaluation.VAL_IMAGES,
                                 sum(p.numel() for p in model.parameters()), record["val"]["map_50"], (q1, q3),
                                 record["test"]["map_50"], record["test"]["map"]))
     return rows
+
+
+@torch.no_grad()
+def _check_own_search(model: nn.Module, image: torch.Tensor, given: dict, device: torch.device,
+                      recipe: str) -> None:
+    """Raise RuntimeError unless ``model`` searching ``image`` itself detects what ``given``
+    (its detections on the shared search's proposals) holds."""
+    own = train.move_to(model(image[None].to(device))[0], torch.device("cpu"))
+    if not all(torch.equal(own[k], given[k]) for k in ("boxes", "labels", "scores")):
+        raise RuntimeError(f"{recipe}: its detections on the shared selective search differ from those "
+                           "of its own search; the shared search no longer runs as the model's does")
 
 
 def format_table(rows: list[Measurement]) -> str:

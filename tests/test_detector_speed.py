@@ -71,6 +71,30 @@ def test_measure_one_checkpoint_and_plot():
     assert ax.get_xscale() == "log" and len(ax.collections) == 1
 
 
+def test_rcnn_and_fast_rcnn_on_the_shared_search_detect_what_their_own_search_finds():
+    """measure runs selective search once per image for both proposal detectors: their
+    detections (and so their scores) on the shared proposals equal those of each model searching
+    every image itself, and each image's time includes the search's."""
+    from lessons_pkg import data, recipes
+
+    rows = detector_speed.measure(("rcnn", "fast_rcnn"), num_images=3, device="cpu", warmup=0)
+    dataset = data.make_split("val", 3)
+    images, targets = [dataset[i][0] for i in range(3)], [dataset[i][1] for i in range(3)]
+    searched = detector_speed.search_proposals(images)
+    assert min(searched[1]) > 0
+    for row in rows:
+        model, _ = recipes.load(row.recipe)
+        own, own_ms = detector_speed.time_detector(model, images, "cpu", warmup=0)
+        shared, shared_ms = detector_speed.time_detector(model, images, "cpu", warmup=0, proposals=searched)
+        for a, b in zip(own, shared):
+            assert all(torch.equal(a[k], b[k]) for k in ("boxes", "labels", "scores")), row.recipe
+        scores = metrics.mean_average_precision(own, targets)
+        assert (row.map, row.map_50) == (scores["map"], scores["map_50"]), row.recipe
+        assert all(t > s for t, s in zip(shared_ms, searched[1]))   # the search is in the time
+    with pytest.raises(ValueError, match="proposals: got 2 images' proposals for 3 images"):
+        detector_speed.time_detector(model, images, "cpu", proposals=(searched[0][:2], searched[1][:2]))
+
+
 def test_measure_rejects_unknown_detectors():
     with pytest.raises(ValueError, match="unknown detector"):
         detector_speed.measure(("yolo9000",), num_images=1)
