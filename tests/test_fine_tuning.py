@@ -31,3 +31,35 @@ def test_each_workflow_starts_and_trains_the_backbone_as_named(workflow):
         assert moved < far / 2
     with pytest.raises(ValueError, match="unknown workflow"):
         fine_tuning.train_workflow(dataset, "pretrained, frozen forever")
+
+
+def test_shared_frozen_features_change_nothing_but_the_backbone_passes():
+    """Three box weights of "frozen, then fine-tuned" sharing one FrozenFeatures (the chapter's
+    λ runs): every weight, buffer and logged loss equal to the runs without it, bit for bit,
+    while the frozen phase's backbone passes run once for all three (the runs' batches are the
+    same). A replay of the wrong features, or of a stale batch, fails here."""
+    dataset = data.SingleObjectTensors(data.make_split("train", 16, config="single"))
+    store = fine_tuning.FrozenFeatures()
+    for box_weight in (1.0, 0.1, 10.0):
+        alone, alone_history = fine_tuning.train_workflow(
+            dataset, "frozen, then fine-tuned", box_weight=box_weight, steps=8, batch_size=4)
+        shared, shared_history = fine_tuning.train_workflow(
+            dataset, "frozen, then fine-tuned", box_weight=box_weight, steps=8, batch_size=4,
+            frozen_features=store)
+        expected = alone.state_dict()
+        assert shared.state_dict().keys() == expected.keys()
+        for name, value in shared.state_dict().items():
+            assert torch.equal(value, expected[name]), (box_weight, name)
+        assert shared_history.losses == alone_history.losses and shared_history.steps == alone_history.steps
+    assert store.computed == len(store.features) == 4  # the 4 frozen steps, computed once
+
+
+def test_shared_frozen_features_refuse_another_backbone():
+    """Features computed with one backbone are not replayed for another (here: scratch's
+    random backbone, frozen by hand)."""
+    dataset = data.SingleObjectTensors(data.make_split("train", 8, config="single"), augment=False)
+    store = fine_tuning.FrozenFeatures()
+    fine_tuning.train_workflow(dataset, "frozen", steps=2, batch_size=4, frozen_features=store)
+    other = build_backbone(pretrained_backbone=None)
+    with pytest.raises(ValueError, match="frozen_features: backbone tensor .* differs"):
+        store.check_backbone(other)
