@@ -144,8 +144,10 @@ def scaled_lr(rule: str, lr: float, effective_batch_size: int, reference_batch_s
 
     - ``"linear"``: ``lr * k``, the rule of Goyal et al. 2017 ("Accurate, Large Minibatch SGD"),
       derived and tested there for SGD with momentum, which needs its gradual warm-up;
-    - ``"sqrt"``: ``lr * sqrt(k)``, the rule argued for Adam-type optimizers (Malladi et al. 2022,
-      "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), as the recipes' AdamW is.
+    - ``"sqrt"``: ``lr * sqrt(k)``, the learning-rate part of the square-root scaling rule of
+      Malladi et al. 2022 ("On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"),
+      whose rule for Adam also scales 1 - β1 and 1 - β2 by k and ε by 1/√k; here only the rate
+      changes (AdamW's other settings stay the recipe's).
 
     Either way the schedule keeps its linear warm-up (from ``lr / warmup_steps`` to the scaled
     peak), the gradual warm-up of Goyal et al. in form. Returns the rate and what the record keeps

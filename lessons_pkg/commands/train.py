@@ -85,8 +85,9 @@ def parser() -> argparse.ArgumentParser:
                           "(AdamW, cosine schedule)")
     run.add_argument("--scale-lr", choices=training.LR_SCALING_RULES,
                      help="scale --lr (else the recipe's) from the recipe's batch on one process to this run's "
-                          "batch x processes: linear (Goyal et al. 2017, for SGD) or sqrt (argued for Adam-type "
-                          "optimizers, as the recipes' AdamW); the schedule's warm-up stays")
+                          "batch x processes: linear (Goyal et al. 2017, for SGD) or sqrt (the learning-rate part of "
+                          "Malladi et al. 2022's rule for Adam-type optimizers, as the recipes' AdamW; only the "
+                          "rate is scaled); the schedule's warm-up stays")
     run.add_argument("--warmup-steps", type=nonnegative_int)
     run.add_argument("--seed", type=int)
     run.add_argument("--eval-every", type=nonnegative_int, default=0,
