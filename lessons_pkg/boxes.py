@@ -165,6 +165,22 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- image bounds
+def box_ioa(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise intersection over the area of the first box (how much of each box of
+    ``boxes1`` lies inside each of ``boxes2``: COCO's overlap with a crowd region, Detectron2's
+    ``pairwise_ioa``).
+
+    Args:
+        boxes1 (Tensor[..., N, 4]), boxes2 (Tensor[..., M, 4]): xyxy, absolute pixels.
+    Returns:
+        Tensor[..., N, M] in [0, 1] (NaN for an empty box of ``boxes1``: 0 / 0).
+    """
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
+    inter, _ = _inter_union(boxes1, boxes2)
+    return inter / box_area(boxes1)[..., :, None]
+
+
 def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     """Clamp xyxy boxes into an image.
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import boxes as box_ops
+
 CROWD_IOF = 0.7   # py-faster-rcnn's crowd_thresh for COCO
 
 
@@ -61,17 +63,11 @@ def inside_crowd(references: Tensor, crowd_boxes: Tensor | None, threshold: floa
         return torch.zeros(len(references), dtype=torch.bool, device=references.device)
     crowd_boxes = crowd_boxes.to(references)
     if image_size is not None:
-        h, w = image_size
-        references = torch.stack([references[:, 0].clamp(0, w), references[:, 1].clamp(0, h),
-                                  references[:, 2].clamp(0, w), references[:, 3].clamp(0, h)], dim=1)
-    top_left = torch.maximum(references[:, None, :2], crowd_boxes[None, :, :2])      # [A, K, 2]
-    bottom_right = torch.minimum(references[:, None, 2:], crowd_boxes[None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]                                                     # [A, K]
-    area = ((references[:, 2] - references[:, 0]) * (references[:, 3] - references[:, 1]))[:, None]
+        references = box_ops.clip_boxes_to_image(references, image_size)
+    ioa = box_ops.box_ioa(references, crowd_boxes)                                      # [A, K]
     point_inside = ((references[:, None, :2] >= crowd_boxes[None, :, :2])
                     & (references[:, None, 2:] <= crowd_boxes[None, :, 2:])).all(-1)
-    covered = torch.where(area > 0, inter >= threshold * area, point_inside)
+    covered = torch.where(box_ops.box_area(references)[:, None] > 0, ioa >= threshold, point_inside)
     return covered.any(dim=1)
 
 

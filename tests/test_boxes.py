@@ -202,3 +202,14 @@ def test_validation_messages():
         boxes.encode_boxes(random_boxes(3), random_boxes(3), weights=(1.0, 1.0))
     with pytest.raises(ValueError, match=r"size must be \(height, width\)"):
         boxes.clip_boxes_to_image(random_boxes(3), (10, 10, 3))
+
+
+def test_box_ioa_is_the_share_of_the_first_box_inside_the_second():
+    a = torch.tensor([[0., 0, 10, 10], [5, 5, 15, 15], [20, 20, 30, 30]])
+    b = torch.tensor([[0., 0, 10, 10], [0, 0, 100, 100]])
+    ioa = boxes.box_ioa(a, b)
+    torch.testing.assert_close(ioa, torch.tensor([[1.0, 1.0], [0.25, 1.0], [0.0, 1.0]]))
+    # intersection over the first box's area = IoU x union / area, against torchvision's IoU
+    inter_over_union = torchvision.ops.box_iou(a, b)
+    union = boxes.box_area(a)[:, None] + boxes.box_area(b)[None] - ioa * boxes.box_area(a)[:, None]
+    torch.testing.assert_close(ioa * boxes.box_area(a)[:, None], inter_over_union * union)

@@ -15,6 +15,12 @@ from torchvision.transforms import v2
 from .dataset import per_object_values
 
 
+def clean_boxes() -> list:
+    """The steps that end every pipeline: boxes clamped into the image, then boxes left
+    degenerate dropped with their labels, crowd flags, areas and masks (:func:`per_object_values`)."""
+    return [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)]
+
+
 def resize_to_limits(min_size: int, max_size: int | None = None) -> v2.Compose:
     """Resize so that the shorter side is ``min_size`` and the longer at most ``max_size``
     (torchvision's detection models' ``min_size`` / ``max_size``), boxes and masks following.
@@ -30,8 +36,7 @@ def resize_to_limits(min_size: int, max_size: int | None = None) -> v2.Compose:
     if max_size is not None and (not isinstance(max_size, int) or max_size <= min_size):
         raise ValueError(f"max_size must be an int > min_size ({min_size}) or None, got {max_size!r}")
     return v2.Compose([v2.Resize(min_size, max_size=max_size, antialias=True),
-                       v2.ClampBoundingBoxes(),
-                       v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)])
+                       *clean_boxes()])
 
 
 def detection_augmentation(output_size: tuple[int, int] | None = None, crop: bool = False,
@@ -64,7 +69,7 @@ def detection_augmentation(output_size: tuple[int, int] | None = None, crop: boo
         raise ValueError("max_size needs min_size")
     # Crops can push boxes partly outside the image or shrink them to nothing: clamp, then drop
     # degenerate boxes with their labels and masks.
-    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)]
+    steps += clean_boxes()
     return v2.Compose(steps)
 
 
@@ -81,7 +86,7 @@ def segmentation_augmentation(crop_size: tuple[int, int] | None = (64, 64), flip
         steps.append(v2.RandomCrop(crop_size))
     if flip:
         steps += [v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5)]
-    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_object_values)]
+    steps += clean_boxes()
     return v2.Compose(steps)
 
 
