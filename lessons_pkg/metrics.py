@@ -404,6 +404,81 @@ def precision_recall_curve(preds: list[dict], targets: list[dict], iou_threshold
     return pr, rc, m["scores"][order]
 
 
+# ---------------------------------------------------------------- right box, wrong class
+
+CONFUSION_SIZE_EDGES = (0.0, 20.0, 32.0, float("inf"))  # pixels of sqrt(box area): under 20, 20 to 32, 32 and more
+
+
+def detection_confusions(preds: list[dict], targets: list[dict], iou_threshold: float = 0.5,
+                         size_edges=CONFUSION_SIZE_EDGES) -> dict:
+    """Class confusions by object size: objects that a detector boxes well enough but names wrong.
+
+    How an object is counted. For each object (a target box; crowd regions, ``"iscrowd"``, are
+    not objects and are skipped) every detection of its image whose box has IoU >=
+    ``iou_threshold`` with it is a candidate, **whatever the detection's class**. The object is
+
+    - *missed* when it has no candidate;
+    - *confused* when its candidate of highest score (the first in the given order on equal
+      scores) carries another label than the object's: the right box, the wrong class;
+    - *right* otherwise (its best candidate has its label).
+
+    No score threshold is applied (a detector's own ``score_threshold`` has cut its list already),
+    and a detection may be the best candidate of several objects: this is a count of what the
+    detector says most confidently at each object, not COCO's one-to-one matching.
+
+    How size is measured: ``sqrt(w * h)`` of the object's box in pixels (a square box's side), the
+    quantity COCO's area ranges bin (its "small" is sqrt(area) < 32), here always the box's own
+    area, never the ``"area"`` key or a mask's. Bin ``b`` holds sizes in ``[size_edges[b],
+    size_edges[b + 1])``; sizes outside every bin are not counted.
+
+    Args:
+        preds, targets (list[dict]): one per image, as :func:`mean_average_precision` takes them
+            (paired by "image_id" when every dict has one, else by position).
+        iou_threshold: in (0, 1].
+        size_edges: increasing bin edges in pixels, at least two.
+    Returns:
+        {"edges": list[float] (the S + 1 edges), "objects", "missed", "confused", "right":
+        int64 Tensor[S] each (per size bin; objects = missed + confused + right), "by_class":
+        int64 Tensor[S, K + 1, K + 1], [bin, true label, detected label] of the confused objects
+        (K the largest label seen)}.
+    """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must lie in (0, 1], got {iou_threshold}")
+    edges = torch.as_tensor(size_edges, dtype=torch.float64)
+    if edges.dim() != 1 or len(edges) < 2 or not bool((edges[1:] > edges[:-1]).all()):
+        raise ValueError(f"size_edges must be at least two increasing numbers, got {list(size_edges)}")
+    P, G = _prepare(preds, targets, "bbox")
+    num_bins = len(edges) - 1
+    num_labels = int(max([int(d["labels"].max()) for d in P + G if len(d["labels"])], default=0)) + 1
+    missed, confused, right = (torch.zeros(num_bins, dtype=torch.int64) for _ in range(3))
+    by_class = torch.zeros(num_bins, num_labels, num_labels, dtype=torch.int64)
+    for p, g in zip(P, G):
+        keep = ~g["crowd"]
+        boxes, labels = g["regions"][keep], g["labels"][keep]
+        if not len(boxes):
+            continue
+        size = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0).sqrt()
+        bins = torch.bucketize(size, edges, right=True) - 1                        # [N]; -1 or S: outside
+        inside = (bins >= 0) & (bins < num_bins)
+        iou = _box_iou(p["regions"], boxes, torch.zeros(len(boxes), dtype=torch.bool))   # [M, N]
+        candidate = iou >= iou_threshold
+        # the best candidate of each object: highest score, the first detection on a tie
+        score = torch.where(candidate, p["scores"][:, None], -torch.inf)            # [M, N]
+        has = candidate.any(0)
+        best = score.argmax(0) if len(score) else torch.zeros(len(boxes), dtype=torch.int64)
+        said = p["labels"][best] if len(score) else labels
+        wrong = has & (said != labels)
+        for b in range(num_bins):
+            here = inside & (bins == b)
+            missed[b] += int((here & ~has).sum())
+            confused[b] += int((here & wrong).sum())
+            right[b] += int((here & has & ~wrong).sum())
+            for t, d in zip(labels[here & wrong].tolist(), said[here & wrong].tolist()):
+                by_class[b, t, d] += 1
+    return {"edges": edges.tolist(), "objects": missed + confused + right, "missed": missed,
+            "confused": confused, "right": right, "by_class": by_class}
+
+
 # ---------------------------------------------------------------- PASCAL VOC
 
 def _all_point_ap(recall: Tensor, precision: Tensor) -> float:
