@@ -47,6 +47,7 @@ DETECTORS: dict[str, tuple[str, str]] = {
     "yolo": ("YOLO", "one-stage"),
     "ssd": ("SSD", "one-stage"),
     "centernet": ("CenterNet", "anchor-free"),
+    "centernet2": ("CenterNet + 2nd stage", "two-stage"),   # CenterNet's frozen peaks, re-scored by RoIHeads
     "ssdlite": ("torchvision SSDLite", "reference"),
 }
 FAMILY_MARKERS = {"classify windows": "s", "two-stage": "o", "one-stage": "^", "anchor-free": "P", "reference": "D"}

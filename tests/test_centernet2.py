@@ -33,6 +33,9 @@ def test_proposals_are_the_peaks_of_the_largest_class_probability():
     torch.testing.assert_close(boxes[0], torch.cat([centre - 8, centre + 8]))
     (boxes,), (objectness,) = c2.propose(out, (64, 64), k=5)   # then the background cells, in any order
     assert len(boxes) == 5 and torch.allclose(objectness[3:], torch.tensor(1e-4))
+    out["size"].zero_()                                        # no size: one cell (4 pixels) about the centre
+    (boxes,), _ = c2.propose(out, (64, 64), k=1)
+    torch.testing.assert_close(boxes[0], torch.cat([centre - 2, centre + 2]))
 
 
 def test_a_detections_score_is_objectness_times_class_probability():
@@ -141,7 +144,8 @@ def test_settings_are_checked_by_name():
         c2.CenterNet2(4, config=c2.CenterNet2Config(), channels=16)
     with pytest.raises(ValueError, match="num_classes"):
         c2.CenterNet2(0)
-    assert c2.CenterNet2(4, roi_map="stride8").roi_heads.box_head.fc6.in_features == 64 * 7 * 7
+    assert c2.CenterNet2(4).roi_heads.box_head.fc6.in_features == 64 * 7 * 7                # stride 8
+    assert c2.CenterNet2(4, roi_map="stride4", channels=16).roi_heads.box_head.fc6.in_features == 16 * 7 * 7
 
 
 @pytest.mark.slow   # trains until it overfits

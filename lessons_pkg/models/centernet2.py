@@ -1,35 +1,40 @@
 """A second stage on CenterNet's peaks: CenterNet2's idea ("Probabilistic two-stage detection",
 Zhou, Koltun and Krähenbühl, 2021), built from the course's parts.
 
-CenterNet (:mod:`centernet`) names each object by the heatmap channel of its peak. A two-stage
-detector takes a second look at each candidate: it crops the candidate's features and classifies
-the crop. This model does both, in that order:
+CenterNet (:mod:`centernet`) names each object by the heatmap channel of its peak: one look. A
+two-stage detector looks twice: it crops each candidate's features and classifies the crop.
+This model does both, in that order:
 
   1. first stage, a :class:`centernet.CenterNet`: its heatmap, size and offset on the stride-4
      map. The top-K peaks of the *class-agnostic* heatmap (at each cell, the largest of the C
      class probabilities) are the proposals, their boxes decoded as CenterNet decodes a
-     detection (:func:`centernet.decode`, one class), each with its **objectness** P(O = 1), the
-     peak's value;
+     detection (:func:`propose`, through :func:`centernet.decode` with one class), each with its
+     **objectness** P(O = 1), the peak's value;
   2. second stage, the R-CNN family's :class:`rcnn.RoIHeads`: RoI Align (``rcnn.make_pooler``)
-     crops every proposal from a map of the same network (the stride-4 map CenterNet's heads read,
-     or the backbone's stride-8 stage), and :class:`rcnn.MLPBoxHead` gives P(class | O = 1) over
-     the C classes and background, and a per-class refinement of the box;
-  3. the score of a detection of class c is P(O = 1) P(c | O = 1) (CenterNet2, Sec. 3: a
-     detection's probability is the first stage's objectness times the second stage's
-     conditional class probability). It is computed as the joint distribution over the C + 1
-     outcomes (:func:`joint_log_probs`), so RoIHeads' decoding, per-class NMS and top-100 run
-     unchanged on it.
+     crops every proposal from a map of the same network (``roi_map``: the backbone's stride-8
+     stage, or the stride-4 map CenterNet's heads read), and :class:`rcnn.MLPBoxHead` gives
+     P(c | O = 1) over the C classes and background, and a per-class refinement of the box;
+  3. the score of a detection of class c is P(O = 1) P(c | O = 1): CenterNet2's probabilistic
+     reading of two-stage detection, in which a detection's probability is the first stage's
+     objectness times the second stage's class probability given an object. It is computed as
+     the joint distribution over the C + 1 outcomes (:func:`joint_log_probs`), so RoIHeads'
+     decoding, per-class NMS and top-100 run on it unchanged.
 
-Why the largest class probability as the objectness. CenterNet2's Sec. 3 asks of the first stage
-a calibrated likelihood that *some* object is there, P(O = 1), trained class-agnostically; its
-own first stage is a one-channel heatmap. CenterNet's C sigmoid channels are each trained as
-P(an object of class c is centred here); a peak that the second stage may re-label has some
-class, so P(O = 1) >= max_c P(c). The maximum is that lower bound, the score CenterNet itself
-gives a peak, and needs no retraining: the committed ``centernet.pt`` is the first stage as it
-is (``first_stage_checkpoint``), and the second stage alone learns (``freeze_first_stage``).
-The alternative, training the first stage class-agnostic, is the "end to end" setting
-(``freeze_first_stage=False``: CenterNet's losses and the second stage's, summed), whose first
-stage keeps its C channels so that the two runs differ in the training only.
+Why the largest class probability is the objectness. CenterNet2 asks of its first stage a
+likelihood that *some* object is there, P(O = 1), and trains a one-channel, class-agnostic
+heatmap for it. CenterNet's C sigmoid channels are each trained as P(an object of class c is
+centred here); a peak that the second stage may re-label holds some object, so P(O = 1) >=
+max_c P(c). The maximum is that lower bound, the score CenterNet itself gives a peak, and it
+needs no new first stage: a trained CenterNet is the first stage as it is
+(``first_stage_checkpoint``), and only the second stage learns (``freeze_first_stage``). With
+``freeze_first_stage=False`` both stages train together (CenterNet's losses and the second
+stage's, summed), from that checkpoint or from the pretrained backbone.
+
+Why a low score threshold (the recipe's 0.001 where RoIHeads' default is 0.05). A product of
+two probabilities is smaller than either: at 0.05 the product drops correct detections that
+either factor alone would keep. A monotone function of the product (its square root, the
+geometric mean, say) ranks every detection the same, so it changes only which detections pass
+the threshold, which the threshold itself sets.
 
 Shape key
     B   images                         H, W   image size (any: padded to a multiple of 16)
@@ -52,7 +57,7 @@ from ..inputs import prepare_batch
 from . import centernet, rcnn
 from .configs import check_num_classes, resolve_config
 
-ROI_MAPS = {"stride4": 4, "stride8": 8}   # the maps RoI Align may crop, by their stride
+ROI_MAPS = {"stride8": 8, "stride4": 4}   # the maps RoI Align may crop, by their stride
 
 
 @dataclass
@@ -68,8 +73,8 @@ class CenterNet2Config(rcnn.RoIHeadsConfig):
         has no loss; else CenterNet's three losses are trained with the second stage's.
     proposals_per_image: K, the peaks of the class-agnostic heatmap kept per image, in training
         and at test time.
-    roi_map: "stride4" (the merged map CenterNet's heads read, ``channels`` wide) or "stride8"
-        (the backbone's stride-8 stage, 64 channels).
+    roi_map: "stride8" (the backbone's stride-8 stage, 64 channels) or "stride4" (the merged map
+        CenterNet's heads read, ``channels`` wide).
     pooled_size: P. hidden: the box head's fully connected width.
     """
 
@@ -77,7 +82,7 @@ class CenterNet2Config(rcnn.RoIHeadsConfig):
     first_stage_checkpoint: str | None = None
     freeze_first_stage: bool = True
     proposals_per_image: int = 64
-    roi_map: str = "stride4"
+    roi_map: str = "stride8"
     pooled_size: int = 7
     hidden: int = 256
 
@@ -129,7 +134,7 @@ def joint_log_probs(class_logits: Tensor, objectness: Tensor) -> Tensor:
         P(background) = 1 - P(O = 1) + P(O = 1) P(0 | O = 1)   (no object, or the second stage's no),
 
     which sum to 1, so that :meth:`rcnn.RoIHeads.postprocess` (which takes the softmax of what it
-    is given) scores each class by the product of CenterNet2's Sec. 3.
+    is given) scores each class by CenterNet2's product.
     """
     o = objectness.to(class_logits.dtype).clamp(0, 1)[:, None]                   # [R, 1]
     conditional = class_logits.softmax(dim=1)                                     # [R, C + 1]
