@@ -41,6 +41,9 @@ class Ablation:
     trains one variant live and returns {"val": scores, "test": scores, "train_seconds": s}.
     ``extra(recipe, model, split)``: scores the records do not keep ({key: value}), computed
     from each seed's weights (recipes only) and added to its val and test scores.
+    ``keep_weights`` (live runs only): the variants whose seed-0 weights are kept, for a chapter
+    that loads them (:func:`kept_model`) instead of training them; ``run`` is then called with
+    ``weights_out``, the file to save them to, and ``model(variant)`` builds the empty model.
     """
 
     recipes: tuple[str, ...]
@@ -48,6 +51,15 @@ class Ablation:
     what: str = ""
     run: Callable[[str, int], dict] | None = None
     extra: Callable[[str, torch.nn.Module, str], dict] | None = None
+    keep_weights: tuple[str, ...] = ()
+    model: Callable[[str], torch.nn.Module] | None = None
+
+    def __post_init__(self):
+        if self.keep_weights and (self.run is None or self.model is None):
+            raise ValueError("keep_weights needs a live run (run) and a model builder (model)")
+        unknown = set(self.keep_weights) - set(self.recipes)
+        if unknown:
+            raise ValueError(f"keep_weights names variants that are not in recipes: {sorted(unknown)}")
 
 
 def recall_50(recipe: str, model: torch.nn.Module, split: str) -> dict:
@@ -74,16 +86,61 @@ def localizer_data():
             for split, n in LOCALIZER_SPLITS.items()}
 
 
-def localizer_run(workflow: str, box_weight: float, seed: int) -> dict:
+@lru_cache(maxsize=None)
+def localizer_frozen_features(seed: int):
+    """One :class:`~lessons_pkg.fine_tuning.FrozenFeatures` per seed: the λ variants of one seed
+    share their frozen phase (the same batches through the same fixed backbone), computed once."""
+    from .fine_tuning import FrozenFeatures
+    return FrozenFeatures()
+
+
+def localizer_run(workflow: str, box_weight: float, seed: int, weights_out: Path | None = None) -> dict:
     """One of the chapter's 200-step runs (:func:`lessons_pkg.fine_tuning.train_workflow`),
     scored on its val and test splits, with its training loss curve (``curve``: the logged steps
-    and total losses, which the chapter draws)."""
+    and the total, classification and box losses, which the chapter draws and tabulates).
+    ``weights_out``: save the weights there in float16 first and score what the file holds."""
     from .fine_tuning import train_workflow
     sets = localizer_data()
-    model, history = train_workflow(sets["train"], workflow, box_weight=box_weight, seed=seed)
+    frozen = localizer_frozen_features(seed) if workflow == "frozen, then fine-tuned" else None
+    model, history = train_workflow(sets["train"], workflow, box_weight=box_weight, seed=seed,
+                                    frozen_features=frozen)
+    if weights_out is not None:
+        keep_weights(model, weights_out)
     return {**{split: evaluation.score(model, sets[split], "localization") for split in ("val", "test")},
             "train_seconds": round(history.seconds, 1),
-            "curve": {"steps": history.steps, "total": [round(v, 5) for v in history.losses["total"]]}}
+            "curve": {"steps": history.steps,
+                      **{key: [round(v, 5) for v in history.losses[key]] for key in ("total", "loss_cls", "loss_box")}}}
+
+
+def localizer_model(variant: str) -> torch.nn.Module:
+    """The empty model of a λ variant (its box weight is the variant's name)."""
+    from .models.localizer import Localizer
+    return Localizer(box_weight=float(variant))
+
+
+def keep_weights(model: torch.nn.Module, out: Path) -> None:
+    """Save ``model``'s weights in float16 to ``out`` and load them back into it, so that what is
+    scored next is what the file holds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.cpu().eval()
+    torch.save(records.cast_state(model.state_dict(), torch.float16), out)
+    model.load_state_dict(records.load_weights(out))
+
+
+def weights_path(name: str, variant: str) -> Path:
+    """Where ablation ``name`` keeps the seed-0 weights of ``variant``."""
+    return ABLATIONS_DIR / name / f"{variant}.pt"
+
+
+def kept_model(name: str, variant: str) -> torch.nn.Module:
+    """Seed 0 of a variant whose weights ablation ``name`` keeps, loaded (``weights_only=True``),
+    in eval mode: the run its record's seed 0 scores."""
+    ablation = ABLATIONS[name]
+    if variant not in ablation.keep_weights:
+        raise ValueError(f"ablation {name!r} keeps the weights of {list(ablation.keep_weights)}, not {variant!r}")
+    model = ablation.model(variant)
+    model.load_state_dict(records.load_weights(weights_path(name, variant)))
+    return model.eval()
 
 
 UPSAMPLING_STEPS = 200  # 16 crops of 64 x 64 a step, lr 3e-3: the upsampling chapter's live run, longer
@@ -143,10 +200,12 @@ ABLATIONS = {
                               extra=recall_50),
     "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
                            what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
+    # the chapter trains λ = 1 live and loads the other two (seed 0)
     "localizer_box_weight": Ablation(("0.1", "1.0", "10.0"),
                                      what="the box loss's weight λ, workflow 'frozen, then fine-tuned', 200 steps",
-                                     run=lambda variant, seed: localizer_run("frozen, then fine-tuned",
-                                                                             float(variant), seed)),
+                                     run=lambda variant, seed, **kept: localizer_run("frozen, then fine-tuned",
+                                                                                     float(variant), seed, **kept),
+                                     keep_weights=("0.1", "10.0"), model=localizer_model),
     "localizer_workflows": Ablation(("scratch", "frozen", "frozen, then fine-tuned", "pretrained, unfrozen"),
                                     what="how the pretrained backbone is used, λ = 1, 200 steps",
                                     run=lambda variant, seed: localizer_run(variant, 1.0, seed)),
@@ -182,6 +241,8 @@ def summarize(runs: dict[str, dict], split: str) -> dict:
 def run(name: str, overwrite: bool = False) -> dict:
     """Train the missing seeds of ablation ``name`` and write its record; returns it."""
     ablation = ABLATIONS[name]
+    kept = {variant: weights_path(name, variant) for variant in ablation.keep_weights}
+    records.refuse_overwrite(list(kept.values()), overwrite, advice="pass --overwrite to replace it")
     out = records.check_writable(path(name), overwrite)
     result = {"ablation": name, "command": f"python -m lessons_pkg.ablations {name}", "what": ablation.what,
               "seeds": list(ablation.seeds), "torch": torch.__version__, "recipes": {}}
@@ -189,7 +250,8 @@ def run(name: str, overwrite: bool = False) -> dict:
         runs = {}
         for seed in ablation.seeds:
             if ablation.run is not None:
-                runs[str(seed)] = ablation.run(recipe, seed)
+                keep = {"weights_out": kept[recipe]} if recipe in kept and seed == 0 else {}
+                runs[str(seed)] = ablation.run(recipe, seed, **keep)
                 continue
             extra = {"val": {}, "test": {}}
             if seed == recipes.get(recipe).seed:
@@ -207,6 +269,9 @@ def run(name: str, overwrite: bool = False) -> dict:
             runs[str(seed)] = {"command": record["command"], "train_seconds": record["train_seconds"],
                                "val": {**record["val"], **extra["val"]}, "test": {**record["test"], **extra["test"]}}
         result["recipes"][recipe] = {"runs": runs, "val": summarize(runs, "val"), "test": summarize(runs, "test")}
+    if kept:   # seed 0's weights, for the chapter that loads them (kept_model)
+        result["weights"] = {variant: {"path": records.display_path(p), "sha256": records.sha256(p)}
+                             for variant, p in kept.items()}
     records.write_json(out, result)
     return result
 

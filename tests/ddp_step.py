@@ -1,8 +1,10 @@
 """Helper of tests/test_train_command.py, run under torchrun with 2 processes: one SGD step of
 the FCN with DistributedDataParallel (each process 4 images), then, on rank 0, the same step in
-one process on the union of the 8 images. Writes start.pt, ddp.pt and single.pt to argv[1].
+one process on the union of the 8 images. Writes start.pt, ddp.pt and single.pt to
+argv[1]/MODE/ for each MODE of argv[2:] (default: both), in one process group: starting
+torchrun and importing torch costs more than the steps.
 
-argv[2] says how BatchNorm runs: "frozen" (the default; torchvision's FrozenBatchNorm2d with
+A mode says how BatchNorm runs: "frozen" (torchvision's FrozenBatchNorm2d with
 the same statistics), under which the two steps are equal; or "per-process" (BatchNorm in
 train mode, as the SSD of "Your data, more machines" trains on the CPU, where SyncBatchNorm
 has no kernels): each process then normalizes with its own 4 images' statistics, the single
@@ -46,22 +48,28 @@ def one_step(model: nn.Module, images, targets) -> nn.Module:
     return model
 
 
-def main(out: Path, batchnorm: str = "frozen") -> None:
-    assert batchnorm in ("frozen", "per-process"), batchnorm
+MODES = ("frozen", "per-process")
+
+
+def main(out: Path, modes: tuple[str, ...] = MODES) -> None:
+    assert set(modes) <= set(MODES), modes
     context = distributed.init("cpu")
     images, targets = data.collate_detection([data.make_split("train", 8)[i] for i in range(8)])
     assert not any((t["semantic"] == IGNORE_INDEX).any() for t in targets)  # equal pixel counts: mean of means = mean
     mine = slice(4 * context.rank, 4 * context.rank + 4)
-    model = distributed.wrap(build(batchnorm), context)
-    if context.is_main:
-        torch.save(distributed.unwrap(model).state_dict(), out / "start.pt")
-    one_step(model, images[mine], targets[mine])
-    if context.is_main:
-        torch.save(distributed.unwrap(model).state_dict(), out / "ddp.pt")
-        torch.save(one_step(build(batchnorm), images, targets).state_dict(), out / "single.pt")
-    distributed.barrier(context)
+    for batchnorm in modes:
+        folder = out / batchnorm
+        model = distributed.wrap(build(batchnorm), context)
+        if context.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(distributed.unwrap(model).state_dict(), folder / "start.pt")
+        one_step(model, images[mine], targets[mine])
+        if context.is_main:
+            torch.save(distributed.unwrap(model).state_dict(), folder / "ddp.pt")
+            torch.save(one_step(build(batchnorm), images, targets).state_dict(), folder / "single.pt")
+        distributed.barrier(context)
     distributed.shutdown()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), *sys.argv[2:3])
+    main(Path(sys.argv[1]), tuple(sys.argv[2:]) or MODES)

@@ -1,10 +1,12 @@
 """Ablations over seeds: the committed records hold what their seeds measured, seed 0 is the
-committed checkpoint, and the command trains the missing seeds and keeps only their scores."""
+committed checkpoint, and the command trains the missing seeds and keeps only their scores (and,
+for a chapter that loads them, the seed-0 weights of the variants an ablation names)."""
 import dataclasses
 import json
 import statistics
 
 import pytest
+import torch
 
 from lessons_pkg import ablations, evaluation, recipes, records
 from lessons_pkg.commands import ablations as ablations_command
@@ -92,3 +94,63 @@ def test_apart_claims_only_gaps_beyond_both_spreads():
     assert ablations.apart({"mean": 0.9, "spread": 0.01}, {"mean": 0.87, "spread": 0.01})
     assert not ablations.apart({"mean": 0.9, "spread": 0.02}, {"mean": 0.87, "spread": 0.02})
     assert not ablations.apart({"mean": 0.87, "spread": 0.0}, {"mean": 0.9, "spread": 0.0})
+
+
+@pytest.mark.slow   # renders the chapter's splits and scores two localizers on them
+@pytest.mark.usefixtures("one_thread")
+def test_the_kept_weights_score_what_the_record_says_of_seed_0():
+    """The chapter loads λ = 0.1 and 10 instead of training them: each file is the one the record
+    pins (SHA-256), and scores on the val and test splits what the record's seed 0 says."""
+    name = "localizer_box_weight"
+    record = ablations.load(name)
+    assert set(record["weights"]) == set(ablations.ABLATIONS[name].keep_weights) == {"0.1", "10.0"}
+    sets = ablations.localizer_data()
+    for variant, kept in record["weights"].items():
+        path = ablations.weights_path(name, variant)
+        assert kept["path"] == records.display_path(path) and kept["sha256"] == records.sha256(path)
+        model = ablations.kept_model(name, variant)
+        assert model.config.box_weight == float(variant)
+        for split in ("val", "test"):
+            again = evaluation.score(model, sets[split], "localization")
+            assert again == pytest.approx(record["recipes"][variant]["runs"]["0"][split], abs=1e-6), (variant, split)
+    with pytest.raises(ValueError, match="keeps the weights of"):
+        ablations.kept_model(name, "1.0")
+
+
+def test_an_ablation_keeps_seed_0_weights_of_the_variants_it_names(tmp_path, monkeypatch):
+    """A live ablation with ``keep_weights``: seed 0 of the named variant is saved in float16 and
+    scored as saved; no other seed or variant leaves weights; nothing is overwritten unasked."""
+    monkeypatch.setattr(ablations, "ABLATIONS_DIR", tmp_path)
+    calls = []
+
+    def run(variant, seed, weights_out=None):
+        calls.append((variant, seed, weights_out))
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 1)
+        if weights_out is not None:
+            ablations.keep_weights(model, weights_out)
+        score = float(model.weight.double().sum())   # float16 cannot hold most float32 weights
+        return {"val": {"accuracy": score}, "test": {"accuracy": score + seed}}
+
+    monkeypatch.setitem(ablations.ABLATIONS, "tiny", ablations.Ablation(
+        ("a", "b"), seeds=(0, 1), run=run, keep_weights=("a",), model=lambda variant: torch.nn.Linear(3, 1)))
+    assert ablations_command.main(["tiny"]) == 0
+    kept = tmp_path / "tiny" / "a.pt"
+    assert [c[2] for c in calls] == [kept, None, None, None]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*")) == ["tiny.json", "tiny/a.pt"]
+    record = json.loads((tmp_path / "tiny.json").read_text())
+    assert record["weights"] == {"a": {"path": str(kept), "sha256": records.sha256(kept)}}
+    model = ablations.kept_model("tiny", "a")
+    assert all(v.dtype == torch.float16 for v in torch.load(kept, weights_only=True).values())
+    # the record's seed 0 is what the file holds, not the float32 model before the cast
+    assert record["recipes"]["a"]["runs"]["0"]["val"]["accuracy"] == float(model.weight.double().sum())
+    with pytest.raises(SystemExit):
+        ablations_command.main(["tiny"])
+    assert kept.stat().st_size > 0
+
+
+def test_keep_weights_needs_a_live_run_and_a_model():
+    with pytest.raises(ValueError, match="needs a live run"):
+        ablations.Ablation(("a",), keep_weights=("a",))
+    with pytest.raises(ValueError, match="not in recipes"):
+        ablations.Ablation(("a",), run=lambda v, s: {}, keep_weights=("b",), model=lambda v: None)

@@ -11,6 +11,7 @@ command (``if __name__ == "__main__":``). Then:
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,15 +165,31 @@ def test_a_circle_is_found():
     assert find_cycle(planted) is not None
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["checkpoints", "train", "evaluate", "pretrain", "ablations", "detector_speed", "bench",
-                                  "train.throughput", "data"])
-def test_every_old_command_name_still_runs_its_command(name):
+OLD_COMMAND_NAMES = ["checkpoints", "train", "evaluate", "pretrain", "ablations", "detector_speed", "bench",
+                     "train.throughput", "data"]
+
+
+@pytest.mark.parametrize("name", OLD_COMMAND_NAMES)
+def test_every_old_command_name_still_runs_its_command(name, capsys, monkeypatch):
     """``python -m lessons_pkg.NAME --help``, as the README and the book write it, reaches the
-    command's own parser (its usage line names the command)."""
+    command's own parser (its usage line names the command). Run as ``-m`` runs it (``runpy``,
+    ``__main__``), in this process: a Python started per name would cost seconds each."""
+    import runpy
+    import warnings
+    monkeypatch.setattr(sys, "argv", [f"lessons_pkg.{name}", "--help"])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as done:
+        warnings.simplefilter("ignore", RuntimeWarning)   # "found in sys.modules": imported by other tests
+        runpy.run_module(f"lessons_pkg.{name}", run_name="__main__", alter_sys=True)
+    out = capsys.readouterr().out
+    assert done.value.code in (0, None)
+    assert out.startswith(f"usage: python -m lessons_pkg.{name}"), out[:200]
+
+
+@pytest.mark.slow   # starts a Python
+def test_python_dash_m_reaches_the_command():
+    """The same, once, through a real ``python -m``."""
     import subprocess
-    import sys
-    done = subprocess.run([sys.executable, "-m", f"lessons_pkg.{name}", "--help"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "lessons_pkg.train", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith(f"usage: python -m lessons_pkg.{name}"), done.stdout[:200]
+    assert done.stdout.startswith("usage: python -m lessons_pkg.train"), done.stdout[:200]

@@ -229,17 +229,25 @@ def test_bad_data_fails_before_training_naming_the_file(tmp_path, shapes_coco, c
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+@pytest.fixture(scope="module")
+def ddp_steps(tmp_path_factory):
+    """tests/ddp_step.py's two modes under one torchrun: {mode: its folder of start, ddp and single}."""
+    out = tmp_path_factory.mktemp("ddp_step")
+    result = torchrun([str(ROOT / "tests" / "ddp_step.py"), str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {mode: out / mode for mode in ("frozen", "per-process")}
+
+
 @pytest.mark.slow   # torchrun: two processes
-def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
+def test_one_ddp_step_equals_one_step_on_the_union_batch(ddp_steps):
     """2 processes x 4 images, gradients averaged by DDP, against 1 process x the same 8 images
     (BatchNorm frozen: in train mode each process would normalize with its own batch's
     statistics). FCN: its loss is a mean over pixels, so the union's mean is the mean of the
     two halves'."""
-    result = torchrun([str(ROOT / "tests" / "ddp_step.py"), str(tmp_path)])
-    assert result.returncode == 0, result.stderr[-3000:]
-    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
-    single = torch.load(tmp_path / "single.pt", weights_only=True)
-    start = torch.load(tmp_path / "start.pt", weights_only=True)
+    folder = ddp_steps["frozen"]
+    ddp = torch.load(folder / "ddp.pt", weights_only=True)
+    single = torch.load(folder / "single.pt", weights_only=True)
+    start = torch.load(folder / "start.pt", weights_only=True)
     moved = 0
     for key, value in single.items():
         torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-5, msg=key)  # steps are ~0.05: summation order only
@@ -248,15 +256,14 @@ def test_one_ddp_step_equals_one_step_on_the_union_batch(tmp_path):
 
 
 @pytest.mark.slow   # torchrun: two processes
-def test_with_per_process_batchnorm_the_ddp_step_is_not_the_union_step(tmp_path):
+def test_with_per_process_batchnorm_the_ddp_step_is_not_the_union_step(ddp_steps):
     """The condition of the equality above, tested: BatchNorm in train mode in each process (the
     planted fault: what the page's SSD does on the CPU, where SyncBatchNorm has no kernels)
     normalizes each process's 4 images with their own statistics, and the DDP step then
     differs from the union's by far more than float rounding."""
-    result = torchrun([str(ROOT / "tests" / "ddp_step.py"), str(tmp_path), "per-process"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
-    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    folder = ddp_steps["per-process"]
+    ddp = torch.load(folder / "ddp.pt", weights_only=True)
+    single = torch.load(folder / "single.pt", weights_only=True)
     gap = max((ddp[k].float() - v.float()).abs().max().item() for k, v in single.items()
               if v.is_floating_point() and "running" not in k)
     assert gap > 1e-3, f"per-process BatchNorm changed the step by only {gap:.2e}"
