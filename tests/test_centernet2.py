@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from lessons_pkg import data, metrics, recipes, records, train
-from lessons_pkg.models import centernet
 from lessons_pkg.models import centernet2 as c2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
