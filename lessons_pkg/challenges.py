@@ -53,7 +53,8 @@ CHALLENGES: dict[str, Challenge] = {
         "Classification & localization", "Better boxes in the same 200 steps",
         "a test mean IoU above the chapter's best run, every λ and every workflow (its mean + "
         "spread over three seeds)",
-        "200 optimizer steps of at most 32 images, from the course's pretrained backbone",
+        "200 optimizer steps of at most 32 images, from the course's pretrained backbone; choose "
+        "your settings on the validation split and score the test split once, at the end",
         "challenges.score_localizer(your_model)",
         "the learning rates of the two phases, the box head (the chapter's regresses from cell "
         "centres), the box loss (GIoU, L1 or both), stronger augmentation."),

@@ -222,3 +222,16 @@ def test_multitask_loss_checker(capsys):
 
     assert not exercises.check_multitask_loss(detached)
     assert "no gradient would flow" in capsys.readouterr().out
+
+
+def test_multitask_loss_checker_wants_a_gradient_into_the_boxes(capsys):
+    """A box term computed without a graph (here under no_grad) equals the right number and would
+    never train the box head: the checker says so."""
+    def box_term_without_gradient(logits, pred, labels, gt, weight):
+        losses = L.multitask_loss(logits, pred, labels, gt, box_weight=weight)
+        with torch.no_grad():
+            losses["loss_box"] = L.multitask_loss(logits, pred, labels, gt, box_weight=weight)["loss_box"]
+        return losses
+
+    assert not exercises.check_multitask_loss(box_term_without_gradient)
+    assert "'loss_box' does not depend on the predicted boxes" in capsys.readouterr().out

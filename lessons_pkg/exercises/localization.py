@@ -58,8 +58,11 @@ def check_multitask_loss(fn: Callable) -> bool:
                 shown = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 failures.append(f"{name}: {key!r} must be a scalar Tensor (train.fit sums and backpropagates it), got {shown}")
                 break
-            if key == "loss_cls" and not value.requires_grad:
-                failures.append(f"{name}: {key!r} does not depend on the logits: no gradient would flow "
+            source, what = (logits_in, "the logits") if key == "loss_cls" else (pred_in, "the predicted boxes")
+            needs_gradient = key == "loss_cls" or weight != 0
+            if needs_gradient and (not value.requires_grad or torch.autograd.grad(
+                    value, source, retain_graph=True, allow_unused=True)[0] is None):
+                failures.append(f"{name}: {key!r} does not depend on {what}: no gradient would flow "
                                 "(computed with .item(), numpy or under no_grad?)")
                 break
             if not torch.allclose(value.detach().float(), expected[key], rtol=1e-4, atol=1e-6):
