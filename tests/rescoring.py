@@ -5,7 +5,9 @@ The recipes are shared between two test files so that ``pytest -n 2 --dist loadf
 keeps a file on one worker) rescores them on both workers at once: the region-based detectors
 (the R-CNN family, Faster and Mask R-CNN: proposals, then one classification per region) in
 one, every other model (a prediction at every location: the sliding window, the single-shot
-detectors, CenterNet, SSDLite and the FCNs) in the other. Together they are every recipe.
+detectors, CenterNet and its second stage, SSDLite and the FCNs) in the other; CenterNet2 sits
+there, though its second stage classifies regions, to keep the two files near the same length.
+Together they are every recipe.
 """
 import functools
 

@@ -1,5 +1,5 @@
 """The committed records of the models that predict at every location (the sliding window, the
-single-shot detectors, CenterNet, SSDLite, the FCNs) score what their weights score, on every
+single-shot detectors, CenterNet and CenterNet2, SSDLite, the FCNs) score what their weights score, on every
 val and test image; the region-based ones are in tests/test_checkpoints_region_based.py (see
 tests/rescoring.py for why two files)."""
 import pytest

@@ -47,7 +47,7 @@ def test_prepare_batch_splits_crowds_and_checks_their_length():
 
 # Every recipe of the course's own detectors. (ssdlite is torchvision's model, run as a reference:
 # it gets the targets without their crowd regions, torchvision's rule, and no more.)
-DETECTORS = ["ssd", "ssd_focal", "ssd_random", "yolo", "centernet", "faster_rcnn", "fast_rcnn", "rcnn",
+DETECTORS = ["ssd", "ssd_focal", "ssd_random", "yolo", "centernet", "centernet2", "faster_rcnn", "fast_rcnn", "rcnn",
              "sliding_window", "mask_rcnn"]
 
 
