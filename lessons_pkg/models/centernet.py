@@ -299,25 +299,36 @@ class CenterNet(nn.Module):
         self.size_head = head(d, 2)
         self.offset_head = head(d, 2)
 
-    def outputs(self, images: Tensor) -> dict[str, Tensor]:
-        """Tensor[B, 3, H, W] (H, W multiples of 16) -> raw outputs on the stride-4 map."""
+    def merged_map(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Tensor[B, 3, H, W] (H, W multiples of 16) -> (the backbone's maps at strides 2, 4, 8,
+        16; the merged stride-4 map Tensor[B, channels, H / 4, W / 4] the heads read)."""
         maps = self.backbone.stages(images)                             # strides 2, 4, 8, 16
         x = self.lateral[0](maps[3])
         for lateral, finer in zip(self.lateral[1:], (maps[2], maps[1])):
             x = F.interpolate(x, size=finer.shape[-2:], mode="nearest") + lateral(finer)
-        x = self.smooth(x)
-        return {"heatmap": self.heatmap_head(x), "size": self.size_head(x), "offset": self.offset_head(x)}
+        return maps, self.smooth(x)
+
+    def heads(self, merged: Tensor) -> dict[str, Tensor]:
+        """The merged stride-4 map -> raw outputs: "heatmap" [B, C, h, w], "size" and "offset" [B, 2, h, w]."""
+        return {"heatmap": self.heatmap_head(merged), "size": self.size_head(merged), "offset": self.offset_head(merged)}
+
+    def outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """Tensor[B, 3, H, W] (H, W multiples of 16) -> raw outputs on the stride-4 map."""
+        return self.heads(self.merged_map(images)[1])
+
+    def losses(self, outputs: dict[str, Tensor], targets: list[dict], image_size: tuple[int, int]) -> dict[str, Tensor]:
+        """The three losses of raw ``outputs`` against prepared ``targets`` (images of ``image_size``)."""
+        map_size = tuple(outputs["heatmap"].shape[-2:])
+        encoded = encode_targets(targets, self.num_classes, map_size, self.config.min_overlap, self.config.regression)
+        in_crowd = crowd.cells_inside_crowd(targets, map_size, image_size)
+        if in_crowd is not None:   # no "no centre here" inside a crowd region
+            encoded["ignore"] = in_crowd
+        return centernet_loss(outputs, encoded, self.config)
 
     @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
         images, targets = prepare_batch(images, targets, self.training, self.num_classes, self.task)
         outputs = self.outputs(images)
         if self.training:
-            encoded = encode_targets(targets, self.num_classes, tuple(outputs["heatmap"].shape[-2:]),
-                                     self.config.min_overlap, self.config.regression)
-            in_crowd = crowd.cells_inside_crowd(targets, tuple(outputs["heatmap"].shape[-2:]),
-                                                tuple(images.shape[-2:]))
-            if in_crowd is not None:   # no "no centre here" inside a crowd region
-                encoded["ignore"] = in_crowd
-            return centernet_loss(outputs, encoded, self.config)
+            return self.losses(outputs, targets, tuple(images.shape[-2:]))
         return decode(outputs, tuple(images.shape[-2:]), self.config)

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import boxes as box_ops
-from .. import crowd, records
+from .. import records
 from ..batching import any_size
 from ..inputs import prepare_batch
 from . import centernet, rcnn
@@ -142,19 +142,6 @@ def joint_log_probs(class_logits: Tensor, objectness: Tensor) -> Tensor:
     return joint.clamp(min=torch.finfo(joint.dtype).tiny).log()
 
 
-def first_stage_losses(model: centernet.CenterNet, outputs: dict[str, Tensor], targets: list[dict],
-                       image_size: tuple[int, int]) -> dict[str, Tensor]:
-    """CenterNet's three losses of ``outputs`` against ``targets``, as :class:`centernet.CenterNet`
-    computes them in train mode (its crowd regions ignored: no "no centre here" inside one)."""
-    map_size = tuple(outputs["heatmap"].shape[-2:])
-    encoded = centernet.encode_targets(targets, model.num_classes, map_size, model.config.min_overlap,
-                                       model.config.regression)
-    in_crowd = crowd.cells_inside_crowd(targets, map_size, image_size)
-    if in_crowd is not None:
-        encoded["ignore"] = in_crowd
-    return centernet.centernet_loss(outputs, encoded, model.config)
-
-
 # ----------------------------------------------------------------------------- the model
 class CenterNet2(nn.Module):
     """CenterNet's peaks as proposals, re-scored and refined by a second stage (module docstring),
@@ -206,14 +193,8 @@ class CenterNet2(nn.Module):
         """Tensor[B, 3, H, W] (H, W multiples of 16) -> (the map RoI Align crops, Tensor[B, D,
         H / s, W / s]; CenterNet's raw outputs on the stride-4 map). CenterNet's own
         :meth:`centernet.CenterNet.outputs`, keeping the maps it passes through."""
-        net = self.first_stage
-        maps = net.backbone.stages(images)                              # strides 2, 4, 8, 16
-        x = net.lateral[0](maps[3])
-        for lateral, finer in zip(net.lateral[1:], (maps[2], maps[1])):
-            x = nn.functional.interpolate(x, size=finer.shape[-2:], mode="nearest") + lateral(finer)
-        x = net.smooth(x)
-        outputs = {"heatmap": net.heatmap_head(x), "size": net.size_head(x), "offset": net.offset_head(x)}
-        return (x if self.config.roi_map == "stride4" else maps[2]), outputs
+        maps, x = self.first_stage.merged_map(images)                    # strides 2, 4, 8, 16; 4
+        return (x if self.config.roi_map == "stride4" else maps[2]), self.first_stage.heads(x)
 
     @any_size
     def forward(self, images, targets: list[dict[str, Tensor]] | None = None):
@@ -225,8 +206,7 @@ class CenterNet2(nn.Module):
             boxes, objectness = propose({k: v.detach() for k, v in outputs.items()}, size,
                                         self.config.proposals_per_image, self.first_stage.config.peak_kernel)
         if self.training:
-            losses = {} if self.config.freeze_first_stage else first_stage_losses(self.first_stage, outputs,
-                                                                                 targets, size)
+            losses = {} if self.config.freeze_first_stage else self.first_stage.losses(outputs, targets, size)
             _, second = self.roi_heads(features, boxes, size, targets)
             return {**losses, **second}
         heads = self.roi_heads
