@@ -2,6 +2,7 @@
 
     python -m lessons_pkg.ablations ssd_negatives      # trains seeds 1 and 2 of each variant
     python -m lessons_pkg.ablations mask_heads
+    python -m lessons_pkg.ablations centernet_second_stage
     python -m lessons_pkg.ablations localizer_box_weight   # a chapter's live runs, over seeds 0, 1, 2
     python -m lessons_pkg.ablations upsampling             # every upsampling kind, seeds 0, 1, 2
 
@@ -198,6 +199,10 @@ ABLATIONS = {
     "ssd_negatives": Ablation(("ssd", "ssd_random", "ssd_focal", "ssd_focal_no_alpha"),
                               what="how the background default boxes enter SSD's classification loss",
                               extra=recall_50),
+    # the anchor-free chapter's second look; every seed of centernet2 starts from the committed
+    # centernet.pt (seed 0 of centernet), so its seeds vary the second stage only
+    "centernet_second_stage": Ablation(("centernet", "centernet2"),
+                                       what="CenterNet, and a second stage trained on its committed checkpoint"),
     "mask_heads": Ablation(("mask_rcnn", "mask_rcnn_agnostic"),
                            what="one mask per class (the paper's choice) or one class-agnostic mask per RoI"),
     # the chapter trains λ = 1 live and loads the other two (seed 0)
