@@ -42,6 +42,9 @@ PACK = 256
 # RoI Align builds at most this many (feature row, weight) entries at a time.
 MAX_ENTRIES = 2**22
 MAX_ROI_ENTRIES = 2**25  # one RoI's adaptive grid beyond this (~400 MB of indices and weights) is refused
+# At most this many channels, RoI Align with a fixed sampling ratio uses F.grid_sample where it
+# can (measured on the CPU, 600 RoIs, 32 x 32 bins: 2.2x faster with 3 channels, 12x slower with 128).
+GRID_SAMPLE_MAX_CHANNELS = 4
 
 
 @contextlib.contextmanager
@@ -338,17 +341,67 @@ def roi_align(input: Tensor, boxes: Tensor | list[Tensor], output_size,
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an int, got {sampling_ratio!r}")
     B, C, H, W = input.shape
-    # One contiguous row per feature pixel. (For B = 1 the reshape alone is a column-major
-    # view, and embedding_bag on it is 30x slower.)
-    feats = input.permute(0, 2, 3, 1).reshape(B * H * W, C).contiguous()
     batch = rois[:, 0].long()
     x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - (0.5 if aligned else 0.0)).unbind(1)
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
     bin_h, bin_w = roi_h / out_hw[0], roi_w / out_hw[1]
-    if sampling_ratio > 0 or len(rois) == 0:
-        grids = [(torch.arange(len(rois), device=input.device), (max(sampling_ratio, 0),) * 2)]
+    if (sampling_ratio > 0 and C <= GRID_SAMPLE_MAX_CHANNELS and input.device.type == "cpu"
+            and H > 1 and W > 1 and len(rois)):
+        # Few channels (crops of images): RoIs whose samples all fall in [-1, H] x [-1, W] are
+        # bilinear samples with the border clamped, which F.grid_sample computes faster.
+        fast = (_samples_inside(y1, bin_h, out_hw[0], sampling_ratio, H)
+                & _samples_inside(x1, bin_w, out_hw[1], sampling_ratio, W))
+        if bool(fast.any()):
+            out = input.new_empty((len(rois), C) + out_hw)
+            sel, rest = fast.nonzero().squeeze(1), (~fast).nonzero().squeeze(1)
+            out.index_copy_(0, sel, _roi_align_by_grid_sample(
+                input, batch[sel], x1[sel], y1[sel], bin_w[sel], bin_h[sel], out_hw, sampling_ratio))
+            if len(rest):
+                out.index_copy_(0, rest, _roi_align_bags(
+                    input, batch[rest], x1[rest], y1[rest], bin_w[rest], bin_h[rest], roi_w[rest],
+                    roi_h[rest], out_hw, sampling_ratio))
+            return out
+    return _roi_align_bags(input, batch, x1, y1, bin_w, bin_h, roi_w, roi_h, out_hw, sampling_ratio)
+
+
+def _samples_inside(start: Tensor, bin_size: Tensor, bins: int, ratio: int, size: int) -> Tensor:
+    """Tensor[k] bool: every sample of the RoI along one axis lies in [-1, size], where RoI Align
+    reads the border for samples in [-1, 0) and beyond size - 1 (and 0 further out)."""
+    first = start + 0.5 * bin_size / ratio
+    last = start + bins * bin_size - 0.5 * bin_size / ratio
+    return (torch.minimum(first, last) >= -1) & (torch.maximum(first, last) <= size)
+
+
+def _roi_align_by_grid_sample(input, batch, x1, y1, bin_w, bin_h, out_hw, ratio) -> Tensor:
+    """RoIs whose samples lie in [-1, H] x [-1, W] (:func:`_samples_inside`), a fixed ``ratio``
+    -> Tensor[k, C, PH, PW]: the ratio x ratio samples of each bin by F.grid_sample (bilinear,
+    border clamped, pixel centres at -1 and 1: align_corners=True), averaged by avg_pool2d."""
+    (ph, pw), (_, C, H, W) = out_hw, input.shape
+    k = len(batch)
+    ty = (torch.arange(ph * ratio, device=input.device, dtype=input.dtype) + 0.5) / ratio   # in bins
+    tx = (torch.arange(pw * ratio, device=input.device, dtype=input.dtype) + 0.5) / ratio
+    gy = (y1[:, None] + ty * bin_h[:, None]) * (2 / (H - 1)) - 1                           # [k, PH r]
+    gx = (x1[:, None] + tx * bin_w[:, None]) * (2 / (W - 1)) - 1                           # [k, PW r]
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)     # [k, PH r, PW r, 2]
+    out = input.new_empty((k, C, ph, pw))
+    for b in batch.unique().tolist():   # one call per image: its map expanded (not copied) per RoI
+        sel = (batch == b).nonzero().squeeze(1)
+        samples = F.grid_sample(input[b:b + 1].expand(len(sel), C, H, W), grid[sel], mode="bilinear",
+                                padding_mode="border", align_corners=True)       # [n, C, PH r, PW r]
+        out.index_copy_(0, sel, F.avg_pool2d(samples, ratio))
+    return out
+
+
+def _roi_align_bags(input, batch, x1, y1, bin_w, bin_h, roi_w, roi_h, out_hw, sampling_ratio) -> Tensor:
+    """RoI Align by bags of rows (:func:`_roi_align_grid`) -> Tensor[K, C, PH, PW], every case."""
+    B, C, H, W = input.shape
+    # One contiguous row per feature pixel. (For B = 1 the reshape alone is a column-major
+    # view, and embedding_bag on it is 30x slower.)
+    feats = input.permute(0, 2, 3, 1).reshape(B * H * W, C).contiguous()
+    if sampling_ratio > 0 or len(batch) == 0:
+        grids = [(torch.arange(len(batch), device=input.device), (max(sampling_ratio, 0),) * 2)]
     else:   # grids differ per RoI: each distinct (SH, SW) is one vectorised group
         gh, gw = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()
         per_roi = gh * gw * (out_hw[0] * out_hw[1] * 4)           # (index, weight) entries of one RoI
@@ -371,7 +424,7 @@ def roi_align(input: Tensor, boxes: Tensor | list[Tensor], output_size,
         if len(parts) == 1:                 # all RoIs in order (keeps K = 0 in the graph too)
             return parts[0].contiguous()
         # Each part lands in its rows, transposed to [k, C, PH, PW] by the same copy.
-        out = input.new_empty((len(rois), C) + out_hw)
+        out = input.new_empty((len(batch), C) + out_hw)
         for (c, _), part in zip(chunks, parts):
             out.index_copy_(0, c, part)
     return out

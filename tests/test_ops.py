@@ -311,3 +311,21 @@ def test_roi_align_refuses_a_huge_adaptive_grid_instead_of_allocating_terabytes(
     with pytest.raises(ValueError, match=r"RoI 0 is 1e\+09 x 1e\+09 feature pixels.*fixed sampling_ratio"):
         ops.roi_align(feats, huge, 7, sampling_ratio=-1)
     assert ops.roi_align(feats, huge, 7, sampling_ratio=2).shape == (1, 4, 7, 7)   # a fixed grid is cheap
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_align_crops_of_images_take_the_grid_sample_path(aligned, monkeypatch):
+    """Few channels and a fixed sampling ratio (R-CNN's warped crops): RoIs whose samples stay in
+    [-1, H] x [-1, W] never reach the bag-of-rows path, and still equal torchvision's."""
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(50, 2, generator=g) * torch.tensor([40.0, 28.0])
+    rois = torch.cat((torch.randint(2, (50, 1), generator=g).float(), xy,
+                      xy + 1 + torch.rand(50, 2, generator=g) * 10), 1)
+    expected = torchvision.ops.roi_align(x, rois, 8, 1.0, 2, aligned)
+
+    def refused(*args):
+        raise AssertionError("the bag-of-rows path ran")
+
+    monkeypatch.setattr(ops, "_roi_align_bags", refused)
+    torch.testing.assert_close(ops.roi_align(x, rois, 8, 1.0, 2, aligned), expected, rtol=1e-5, atol=1e-5)
