@@ -105,8 +105,8 @@ def localizer_run(workflow: str, box_weight: float, seed: int, weights_out: Path
     frozen = localizer_frozen_features(seed) if workflow == "frozen, then fine-tuned" else None
     model, history = train_workflow(sets["train"], workflow, box_weight=box_weight, seed=seed,
                                     frozen_features=frozen)
-    if weights_out is not None:
-        keep_weights(model, weights_out)
+    if weights_out is not None:   # scored below as the file holds it
+        records.save_weights(model, weights_out)
     return {**{split: evaluation.score(model, sets[split], "localization") for split in ("val", "test")},
             "train_seconds": round(history.seconds, 1),
             "curve": {"steps": history.steps,
@@ -117,15 +117,6 @@ def localizer_model(variant: str) -> torch.nn.Module:
     """The empty model of a λ variant (its box weight is the variant's name)."""
     from .models.localizer import Localizer
     return Localizer(box_weight=float(variant))
-
-
-def keep_weights(model: torch.nn.Module, out: Path) -> None:
-    """Save ``model``'s weights in float16 to ``out`` and load them back into it, so that what is
-    scored next is what the file holds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.cpu().eval()
-    torch.save(records.cast_state(model.state_dict(), torch.float16), out)
-    model.load_state_dict(records.load_weights(out))
 
 
 def weights_path(name: str, variant: str) -> Path:

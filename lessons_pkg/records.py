@@ -107,6 +107,18 @@ def write_record(path: str | Path, record: dict) -> Path:
     return write_json(Path(path).with_suffix(".json"), record)
 
 
+def save_weights(model: nn.Module, out: str | Path, dtype: str = "float16") -> None:
+    """Write ``model``'s weights in ``dtype`` to ``out`` (on the CPU, in eval mode) and load them
+    back into ``model``, so that whatever is scored next is what the file holds."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.cpu().eval()
+    torch.save(cast_state(model.state_dict(), DTYPES[dtype]), out)
+    model.load_state_dict(load_weights(out))
+
+
 def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str = "float16",
                     scores: Callable[[nn.Module], dict] | None = None) -> dict:
     """Write ``model``'s weights in ``dtype`` to ``out`` and the record to ``out``'s ``.json``.
@@ -116,13 +128,8 @@ def save_checkpoint(model: nn.Module, out: str | Path, record: dict, dtype: str 
     float32 model scored). The record gets ``"dtype"``, ``"torch"`` and ``"parameters"`` and the
     scores' keys. Returns the record as written.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
-    torch.save(cast_state(model.state_dict(), DTYPES[dtype]), out)
-    model.load_state_dict(load_weights(out))   # the model now holds what the file holds
+    save_weights(model, out, dtype)
     record = {**record, "torch": torch.__version__, "dtype": dtype,
               "parameters": sum(p.numel() for p in model.parameters())}
     if scores is not None:

@@ -128,7 +128,7 @@ def test_an_ablation_keeps_seed_0_weights_of_the_variants_it_names(tmp_path, mon
         torch.manual_seed(seed)
         model = torch.nn.Linear(3, 1)
         if weights_out is not None:
-            ablations.keep_weights(model, weights_out)
+            records.save_weights(model, weights_out)
         score = float(model.weight.double().sum())   # float16 cannot hold most float32 weights
         return {"val": {"accuracy": score}, "test": {"accuracy": score + seed}}
 
